@@ -1,0 +1,10 @@
+//! authgate: an external-authorization sidecar for Envoy (`ext_authz`, gRPC and HTTP) and
+//! nginx (`auth_request`) in front of a legacy application with a weak login.
+//!
+//! Layers, arrows pointing one way: [`config`] -> [`token`] and [`policy`] -> [`decision`] ->
+//! [`grpc`] and [`http`] -> [`server`]. [`token`], [`policy`] and [`decision`] know nothing of
+//! any transport.
+
+pub mod clock;
+pub mod config;
+pub mod token;

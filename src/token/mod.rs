@@ -1,0 +1,422 @@
+//! Tokens: minting, verification, the verified-token cache, JWKS and the sealed backend
+//! credential. This module decides whether a string is a genuine, current token of ours; it
+//! does not decide what the token may do (that is `decision`), and it never logs a token.
+//!
+//! Verification pins the configured algorithm, requires a known `kid` and one of our `typ`s,
+//! checks `iss`, `aud`, `exp`, `nbf` and `iat` against the injected [`Clock`] with the configured
+//! leeway. A verified token is cached (bounded by bytes) under a keyed 128-bit hash of its text;
+//! the cache stores the claims, so every hit re-checks expiry and can never extend a token's life.
+
+pub mod keys;
+
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::config::{self, Algorithm};
+
+/// Longest token text we look at; anything longer is malformed.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// What a token is for; carried in the JOSE header `typ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// RFC 9068 access token.
+    Access,
+    /// One-use refresh token.
+    Refresh,
+    /// Proof of a correct password, waiting for the second factor.
+    Mfa,
+}
+
+impl Kind {
+    pub fn typ(self) -> &'static str {
+        match self {
+            Kind::Access => "at+jwt",
+            Kind::Refresh => "refresh+jwt",
+            Kind::Mfa => "mfa+jwt",
+        }
+    }
+
+    fn from_typ(typ: &str) -> Option<Self> {
+        [Kind::Access, Kind::Refresh, Kind::Mfa]
+            .into_iter()
+            .find(|k| k.typ().eq_ignore_ascii_case(typ))
+    }
+}
+
+/// Claims of every token authgate mints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    pub exp: u64,
+    pub jti: String,
+    pub sid: String,
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// The backend credential, sealed (AEAD bound to `sid`); access tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
+}
+
+/// A token that passed signature and claim checks, as cached.
+#[derive(Debug)]
+pub struct Verified {
+    pub kind: Kind,
+    pub sub: Arc<str>,
+    pub sid: Arc<str>,
+    pub jti: Arc<str>,
+    pub amr: Vec<String>,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    /// The unsealed backend credential (e.g. `alice:<legacy token>`).
+    pub credential: Option<SecretString>,
+}
+
+impl Verified {
+    pub fn has_otp(&self) -> bool {
+        self.amr.iter().any(|m| m == "otp")
+    }
+
+    fn weight(&self) -> u32 {
+        let strings = self.sub.len() + self.sid.len() + self.jti.len();
+        let amr: usize = self.amr.iter().map(|m| m.len() + 24).sum();
+        let cred = self.credential.as_ref().map_or(0, |c| c.expose_secret().len());
+        // Entry, Arc headers and moka's per-entry bookkeeping (measured order of magnitude).
+        (std::mem::size_of::<Verified>() + strings + amr + cred + 160) as u32
+    }
+}
+
+/// Why a presented token is not accepted. `Malformed` is a request error; the rest mean the
+/// token is not (or no longer) good. Descriptions are static: nothing from the token leaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("sealing failed")]
+    Seal,
+}
+
+struct KeySnapshot {
+    signing_kid: String,
+    signing: EncodingKey,
+    verifying: std::collections::HashMap<String, DecodingKey>,
+    jwks: Arc<[u8]>,
+}
+
+/// Everything needed to mint and verify tokens. Cheap to share (`Arc`), lock-free to read.
+pub struct TokenService {
+    alg: Algorithm,
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    retention: u64,
+    store_path: PathBuf,
+    clock: Clock,
+    keys: ArcSwap<KeySnapshot>,
+    validation: Validation,
+    seal: LessSafeKey,
+    cache: moka::sync::Cache<u128, Arc<Verified>>,
+    hash_a: std::collections::hash_map::RandomState,
+    hash_b: std::collections::hash_map::RandomState,
+    rng: SystemRandom,
+}
+
+fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+    }
+}
+
+/// Cheap shape check before any parsing: three base64url segments, bounded length.
+fn well_formed(token: &str) -> bool {
+    token.len() <= MAX_TOKEN_LEN
+        && token.bytes().filter(|&b| b == b'.').count() == 2
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl TokenService {
+    /// Loads (or creates) keys under `store.path` and builds the service.
+    pub fn new(cfg: &config::Config, clock: Clock) -> Result<Self, keys::KeyError> {
+        let t = &cfg.tokens;
+        let retention = t.refresh_ttl.as_secs().max(t.access_ttl.as_secs()) + t.leeway.as_secs();
+        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), retention)?;
+        let seal_key = keys::load_or_create_seal_key(&cfg.store.path)?;
+        let seal = UnboundKey::new(&AES_256_GCM, &seal_key)
+            .map(LessSafeKey::new)
+            .map_err(|_| keys::KeyError::Generate)?;
+        let mut validation = Validation::new(jwt_alg(t.algorithm));
+        validation.set_issuer(&[&t.issuer]);
+        validation.set_audience(&[&t.audience]);
+        // Time claims are checked against our own clock, below.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.required_spec_claims.clear();
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(t.cache_bytes)
+            .weigher(|_k: &u128, v: &Arc<Verified>| v.weight())
+            .build();
+        Ok(Self {
+            alg: t.algorithm,
+            issuer: t.issuer.clone(),
+            audience: t.audience.clone(),
+            leeway: t.leeway.as_secs(),
+            retention,
+            store_path: cfg.store.path.clone(),
+            clock,
+            keys: ArcSwap::from_pointee(snapshot),
+            validation,
+            seal,
+            cache,
+            hash_a: Default::default(),
+            hash_b: Default::default(),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Re-reads the key directory (after `authgate rotate-keys`, or to drop expired keys).
+    pub fn reload_keys(&self) -> Result<(), keys::KeyError> {
+        let snapshot = load_snapshot(&self.store_path, self.alg, self.clock.now(), self.retention)?;
+        self.keys.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// The JWKS document (`{"keys":[...]}`), empty for HS256.
+    pub fn jwks(&self) -> Arc<[u8]> {
+        self.keys.load().jwks.clone()
+    }
+
+    /// A fresh random identifier (jti, sid), 128 bits, base64url.
+    pub fn random_id(&self) -> String {
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    }
+
+    /// Mints a token of `kind` for `sub` in session `sid`, valid for `ttl_secs`.
+    pub fn mint(
+        &self,
+        kind: Kind,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        ttl_secs: u64,
+        credential: Option<&SecretString>,
+    ) -> Result<(String, Claims), MintError> {
+        let now = self.clock.now();
+        let cred = match credential {
+            Some(c) if kind == Kind::Access => Some(self.seal_credential(sid, c)?),
+            _ => None,
+        };
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: sub.to_owned(),
+            iat: now,
+            nbf: None,
+            exp: now + ttl_secs,
+            jti: self.random_id(),
+            sid: sid.to_owned(),
+            amr: amr.iter().map(|s| (*s).to_owned()).collect(),
+            cred,
+        };
+        let keys = self.keys.load();
+        let mut header = Header::new(jwt_alg(self.alg));
+        header.kid = Some(keys.signing_kid.clone());
+        header.typ = Some(kind.typ().to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, &keys.signing)?;
+        Ok((token, claims))
+    }
+
+    fn cache_key(&self, token: &str) -> u128 {
+        let a = self.hash_a.hash_one(token) as u128;
+        let b = self.hash_b.hash_one(token) as u128;
+        (a << 64) | b
+    }
+
+    /// Verifies `token` (any kind); the caller decides whether the kind fits.
+    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        if !well_formed(token) {
+            return Err(TokenError::Malformed);
+        }
+        let key = self.cache_key(token);
+        let verified = match self.cache.get(&key) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify_cold(token)?);
+                self.cache.insert(key, v.clone());
+                v
+            }
+        };
+        self.check_time(&verified)?;
+        Ok(verified)
+    }
+
+    fn check_time(&self, v: &Verified) -> Result<(), TokenError> {
+        let now = self.clock.now();
+        if now > v.exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if v.nbf > now.saturating_add(self.leeway) || v.iat > now.saturating_add(self.leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn verify_cold(&self, token: &str) -> Result<Verified, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != jwt_alg(self.alg) {
+            return Err(TokenError::Invalid("unexpected signing algorithm"));
+        }
+        let kind = header
+            .typ
+            .as_deref()
+            .and_then(Kind::from_typ)
+            .ok_or(TokenError::Invalid("unexpected token type"))?;
+        let keys = self.keys.load();
+        let decoding = header
+            .kid
+            .as_deref()
+            .and_then(|kid| keys.verifying.get(kid))
+            .ok_or(TokenError::Invalid("unknown signing key"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as E;
+            TokenError::Invalid(match e.kind() {
+                E::InvalidSignature => "bad signature",
+                E::InvalidIssuer => "wrong issuer",
+                E::InvalidAudience => "wrong audience",
+                _ => "invalid token",
+            })
+        })?;
+        let c = data.claims;
+        let credential = match c.cred {
+            Some(sealed) if kind == Kind::Access => Some(
+                self.unseal_credential(&c.sid, &sealed)
+                    .ok_or(TokenError::Invalid("invalid token"))?,
+            ),
+            Some(_) => return Err(TokenError::Invalid("invalid token")),
+            None => None,
+        };
+        if c.sub.is_empty() || c.sid.is_empty() {
+            return Err(TokenError::Invalid("invalid token"));
+        }
+        Ok(Verified {
+            kind,
+            sub: c.sub.into(),
+            sid: c.sid.into(),
+            jti: c.jti.into(),
+            amr: c.amr,
+            iat: c.iat,
+            nbf: c.nbf.unwrap_or(0),
+            exp: c.exp,
+            credential,
+        })
+    }
+
+    /// AEAD-seals a backend credential, bound to the session id.
+    pub fn seal_credential(&self, sid: &str, credential: &SecretString) -> Result<String, MintError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).map_err(|_| MintError::Seal)?;
+        let mut buf = credential.expose_secret().as_bytes().to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(sid.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| MintError::Seal)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a sealed credential; `None` if it was tampered with or belongs to another session.
+    pub fn unseal_credential(&self, sid: &str, sealed: &str) -> Option<SecretString> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(nonce, Aad::from(sid.as_bytes()), &mut buf)
+            .ok()?;
+        let text = std::str::from_utf8(plain).ok()?;
+        Some(SecretString::from(text.to_owned()))
+    }
+
+    /// Number of cached verified tokens (for metrics and tests).
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+fn load_snapshot(
+    store_path: &std::path::Path,
+    alg: Algorithm,
+    now: u64,
+    retention: u64,
+) -> Result<KeySnapshot, keys::KeyError> {
+    let loaded = keys::load_or_create(store_path, alg, now, retention)?;
+    let jwks = JwkSet {
+        keys: loaded
+            .verifying
+            .values()
+            .filter_map(|k| k.jwk.clone())
+            .collect(),
+    };
+    let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
+    Ok(KeySnapshot {
+        signing_kid: loaded.signing_kid,
+        signing: loaded.signing,
+        verifying: loaded
+            .verifying
+            .into_iter()
+            .map(|(kid, k)| (kid, k.decoding))
+            .collect(),
+        jwks: jwks.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
