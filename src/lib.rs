@@ -7,4 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod decision;
+pub mod policy;
+pub mod revocation;
 pub mod token;

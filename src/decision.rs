@@ -1,0 +1,380 @@
+//! The check every proxy path shares: request facts in, [`Decision`] out. Transport-neutral
+//! (no axum, no tonic) and free of I/O: route policy, token lookup, verification (cached),
+//! token kind, second factor and the in-memory revocation set.
+//!
+//! This is also the one place that turns a denial into what the client sees (status,
+//! `WWW-Authenticate`, JSON body); the gRPC and HTTP adapters only copy those fields into their
+//! own types, so they cannot disagree.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+
+use crate::config::Access;
+use crate::policy::{self, Found, Headers, Policy};
+use crate::revocation::Revocations;
+use crate::token::{Kind, TokenError, TokenService};
+
+pub const X_AUTH_USER: &str = "x-auth-user";
+pub const X_AUTH_SESSION: &str = "x-auth-session";
+pub const AUTHORIZATION: &str = "authorization";
+
+/// The facts of one request, as any proxy reports them.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path and query as the client sent them.
+    pub path: &'a str,
+    pub headers: &'a dyn Headers,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Denial),
+}
+
+/// What to change in the upstream request when allowing.
+#[derive(Debug, Default)]
+pub struct Allow {
+    /// The authenticated user and session; `None` on a public route.
+    pub user: Option<Arc<str>>,
+    pub session: Option<Arc<str>>,
+    /// Headers to set, replacing any client copy.
+    pub set_headers: Vec<(&'static str, String)>,
+    /// Headers to remove (client copies of ours, the bearer token).
+    pub remove_headers: Vec<&'static str>,
+    /// Query parameters that carried a token.
+    pub remove_query: Vec<String>,
+}
+
+/// Why a request is refused. A normal outcome, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No credentials on a route that needs them.
+    NoToken,
+    /// Something that cannot be a token (wrong shape, duplicated, oversized).
+    Malformed,
+    /// A token that is not genuine or not current.
+    InvalidToken(&'static str),
+    /// A genuine token of the wrong kind (refresh or MFA-pending) used as an access token.
+    NotAccessToken,
+    /// The route needs a second factor the token does not carry.
+    MfaRequired,
+}
+
+impl Denial {
+    pub fn status(self) -> u16 {
+        match self {
+            Denial::NoToken | Denial::Malformed | Denial::InvalidToken(_) => 401,
+            Denial::NotAccessToken | Denial::MfaRequired => 403,
+        }
+    }
+
+    /// RFC 6750 section 3 error code, if any.
+    pub fn error_code(self) -> Option<&'static str> {
+        match self {
+            Denial::NoToken => None,
+            Denial::Malformed => Some("invalid_request"),
+            Denial::InvalidToken(_) => Some("invalid_token"),
+            Denial::NotAccessToken | Denial::MfaRequired => Some("insufficient_scope"),
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Denial::NoToken => "a bearer token is required",
+            Denial::Malformed => "malformed credentials",
+            Denial::InvalidToken(why) => why,
+            Denial::NotAccessToken => "not an access token",
+            Denial::MfaRequired => "a second factor is required",
+        }
+    }
+
+    /// A low-cardinality label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Denial::NoToken => "no_token",
+            Denial::Malformed => "malformed",
+            Denial::InvalidToken("token expired") => "expired",
+            Denial::InvalidToken("token revoked") => "revoked",
+            Denial::InvalidToken(_) => "invalid_token",
+            Denial::NotAccessToken => "wrong_token_type",
+            Denial::MfaRequired => "mfa_required",
+        }
+    }
+
+    pub fn www_authenticate(self) -> String {
+        match self.error_code() {
+            None => r#"Bearer realm="authgate""#.to_owned(),
+            Some(code) => format!(
+                r#"Bearer realm="authgate", error="{code}", error_description="{}""#,
+                self.description()
+            ),
+        }
+    }
+
+    /// `{"error","error_description"}`.
+    pub fn json_body(self) -> String {
+        serde_json::json!({
+            "error": self.error_code().unwrap_or("unauthorized"),
+            "error_description": self.description(),
+        })
+        .to_string()
+    }
+}
+
+impl From<TokenError> for Denial {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Malformed => Denial::Malformed,
+            TokenError::Invalid(why) => Denial::InvalidToken(why),
+            TokenError::Expired => Denial::InvalidToken("token expired"),
+            TokenError::NotYetValid => Denial::InvalidToken("token not yet valid"),
+        }
+    }
+}
+
+/// Shared, immutable after start-up: the decision logic with its inputs.
+pub struct Checker {
+    pub tokens: Arc<TokenService>,
+    pub policy: Policy,
+    pub revocations: Arc<Revocations>,
+}
+
+impl Checker {
+    pub fn check(&self, req: &Request<'_>) -> Decision {
+        let route = self.policy.route(req.method, req.path);
+        let remove_query = policy::present_query_params(req.path, self.policy.all_query_sources());
+        if route.access == Access::Public {
+            return Decision::Allow(Allow {
+                remove_headers: vec![X_AUTH_USER, X_AUTH_SESSION],
+                remove_query,
+                ..Allow::default()
+            });
+        }
+        let token = match policy::find_token(route.sources, req.headers, req.path) {
+            Found::None => return Decision::Deny(Denial::NoToken),
+            Found::Malformed => return Decision::Deny(Denial::Malformed),
+            Found::Token(t, _) => t,
+        };
+        let verified = match self.tokens.verify(&token) {
+            Ok(v) => v,
+            Err(e) => return Decision::Deny(e.into()),
+        };
+        if verified.kind != Kind::Access {
+            return Decision::Deny(Denial::NotAccessToken);
+        }
+        if self.revocations.is_revoked(&verified.sid) {
+            return Decision::Deny(Denial::InvalidToken("token revoked"));
+        }
+        if route.access == Access::Mfa && !verified.has_otp() {
+            return Decision::Deny(Denial::MfaRequired);
+        }
+        let mut set_headers = vec![
+            (X_AUTH_USER, verified.sub.to_string()),
+            (X_AUTH_SESSION, verified.sid.to_string()),
+        ];
+        let mut remove_headers = Vec::new();
+        match &verified.credential {
+            Some(c) => set_headers.push((AUTHORIZATION, c.expose_secret().to_owned())),
+            None => remove_headers.push(AUTHORIZATION),
+        }
+        Decision::Allow(Allow {
+            user: Some(verified.sub.clone()),
+            session: Some(verified.sid.clone()),
+            set_headers,
+            remove_headers,
+            remove_query,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use secrecy::SecretString;
+    use std::collections::HashMap;
+
+    const T0: u64 = 1_800_000_000;
+
+    struct H(HashMap<String, String>);
+    impl Headers for H {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0.get(name).map(String::as_str)
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        clock: Clock,
+        checker: Checker,
+    }
+
+    fn fixture(extra: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[store]\npath = {:?}\n{extra}", dir.path().to_str().unwrap());
+        let cfg = Config::from_toml_str(&text).unwrap();
+        let clock = Clock::manual(T0);
+        let tokens = Arc::new(TokenService::new(&cfg, clock.clone()).unwrap());
+        let checker = Checker {
+            tokens,
+            policy: Policy::new(&cfg.policy),
+            revocations: Arc::new(Revocations::new(clock.clone())),
+        };
+        Fixture {
+            _dir: dir,
+            clock,
+            checker,
+        }
+    }
+
+    impl Fixture {
+        fn token(&self, kind: Kind, amr: &[&str]) -> String {
+            self.checker.tokens.mint(kind, "alice", "sid-1", amr, 900, None).unwrap().0
+        }
+
+        fn check(&self, path: &str, headers: &[(&str, &str)]) -> Decision {
+            let h = H(headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+            self.checker.check(&Request {
+                method: "GET",
+                path,
+                headers: &h,
+            })
+        }
+
+        fn bearer(&self, path: &str, token: &str) -> Decision {
+            self.check(path, &[("authorization", &format!("Bearer {token}"))])
+        }
+    }
+
+    fn denial(d: Decision) -> Denial {
+        match d {
+            Decision::Deny(d) => d,
+            Decision::Allow(a) => panic!("allowed: {a:?}"),
+        }
+    }
+
+    fn allow(d: Decision) -> Allow {
+        match d {
+            Decision::Allow(a) => a,
+            Decision::Deny(d) => panic!("denied: {d:?}"),
+        }
+    }
+
+    #[test]
+    fn no_token_is_401_without_error_code() {
+        let f = fixture("");
+        let d = denial(f.check("/api", &[]));
+        assert_eq!(d.status(), 401);
+        assert_eq!(d.www_authenticate(), r#"Bearer realm="authgate""#);
+        let body: serde_json::Value = serde_json::from_str(&d.json_body()).unwrap();
+        assert!(body["error"].is_string());
+    }
+
+    #[test]
+    fn valid_access_token_is_allowed_and_rewrites_headers() {
+        let f = fixture("");
+        let t = f.token(Kind::Access, &["pwd"]);
+        let a = allow(f.bearer("/api/x?y=1", &t));
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert!(a.set_headers.contains(&(X_AUTH_USER, "alice".into())));
+        assert!(a.set_headers.contains(&(X_AUTH_SESSION, "sid-1".into())));
+        assert_eq!(a.remove_headers, vec![AUTHORIZATION]);
+        assert!(a.remove_query.is_empty());
+    }
+
+    #[test]
+    fn backend_credential_replaces_the_bearer_token() {
+        let f = fixture("");
+        let cred = SecretString::from("alice:15372d".to_owned());
+        let (t, _) = f.checker.tokens.mint(Kind::Access, "alice", "s", &["pwd"], 900, Some(&cred)).unwrap();
+        let a = allow(f.bearer("/api", &t));
+        assert!(a.set_headers.contains(&(AUTHORIZATION, "alice:15372d".into())));
+        assert!(a.remove_headers.is_empty());
+    }
+
+    #[test]
+    fn query_token_is_accepted_and_removed() {
+        let f = fixture("");
+        let t = f.token(Kind::Access, &["pwd"]);
+        let a = allow(f.check(&format!("/events?a=1&access_token={t}"), &[]));
+        assert_eq!(a.remove_query, vec!["access_token".to_owned()]);
+        let a = allow(f.check(&format!("/events?authorization=Bearer%20{t}"), &[]));
+        assert_eq!(a.remove_query, vec!["authorization".to_owned()]);
+    }
+
+    #[test]
+    fn expiry_follows_the_clock_even_when_cached() {
+        let f = fixture("");
+        let t = f.token(Kind::Access, &["pwd"]);
+        allow(f.bearer("/api", &t));
+        f.clock.advance(900 + 31);
+        let d = denial(f.bearer("/api", &t));
+        assert_eq!((d.status(), d.label()), (401, "expired"));
+        assert!(d.www_authenticate().contains(r#"error="invalid_token""#));
+    }
+
+    #[test]
+    fn refresh_and_mfa_tokens_are_not_access_tokens() {
+        let f = fixture("");
+        for kind in [Kind::Refresh, Kind::Mfa] {
+            let d = denial(f.bearer("/api", &f.token(kind, &["pwd"])));
+            assert_eq!(d.status(), 403);
+            assert!(d.www_authenticate().contains(r#"error="insufficient_scope""#));
+        }
+    }
+
+    #[test]
+    fn revoked_session_is_refused_at_once() {
+        let f = fixture("");
+        let t = f.token(Kind::Access, &["pwd"]);
+        allow(f.bearer("/api", &t));
+        f.checker.revocations.revoke("sid-1", T0 + 900);
+        assert_eq!(denial(f.bearer("/api", &t)).label(), "revoked");
+    }
+
+    #[test]
+    fn mfa_routes_need_otp_in_amr() {
+        let f = fixture("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n");
+        let pwd = f.token(Kind::Access, &["pwd"]);
+        assert_eq!(denial(f.bearer("/admin/x", &pwd)), Denial::MfaRequired);
+        allow(f.bearer("/other", &pwd));
+        let otp = f.token(Kind::Access, &["pwd", "otp"]);
+        allow(f.bearer("/admin/x", &otp));
+    }
+
+    #[test]
+    fn public_routes_strip_identity_headers_only() {
+        let f = fixture("");
+        let a = allow(f.check("/auth/login", &[("x-auth-user", "mallory")]));
+        assert!(a.user.is_none());
+        assert_eq!(a.remove_headers, vec![X_AUTH_USER, X_AUTH_SESSION]);
+        assert!(a.set_headers.is_empty());
+        // A spoofed identity header is no credential.
+        assert_eq!(denial(f.check("/api", &[("x-auth-user", "alice")])), Denial::NoToken);
+    }
+
+    #[test]
+    fn malformed_and_forged_tokens() {
+        let f = fixture("");
+        let d = denial(f.check("/api", &[("authorization", "Bearer a.b.c, Bearer d.e.f")]));
+        assert_eq!(d.www_authenticate(), r#"Bearer realm="authgate", error="invalid_request", error_description="malformed credentials""#);
+        assert_eq!(d.status(), 401);
+        let long = "a".repeat(64 * 1024);
+        assert_eq!(denial(f.bearer("/api", &long)), Denial::Malformed);
+        assert_eq!(denial(f.bearer("/api", "x.y.z")).status(), 401);
+    }
+
+    #[test]
+    fn hs256_deployment_rejects_eddsa_and_vice_versa() {
+        let hs = fixture("[tokens]\nalgorithm = \"HS256\"\n");
+        let ed = fixture("");
+        let t = ed.token(Kind::Access, &["pwd"]);
+        assert_eq!(denial(hs.bearer("/api", &t)), Denial::InvalidToken("unexpected signing algorithm"));
+        let t = hs.token(Kind::Access, &["pwd"]);
+        assert_eq!(denial(ed.bearer("/api", &t)), Denial::InvalidToken("unexpected signing algorithm"));
+    }
+}

@@ -1,0 +1,486 @@
+//! Route policy and token sources: which access a request path needs, and where its token is.
+//! Pure functions over strings; no transport types, no I/O.
+//!
+//! Paths are matched after normalisation (percent-decoding, `\` as `/`, duplicate slashes and
+//! dot segments resolved, query ignored). Because a backend may decode a path once, twice, or
+//! honour `;` parameters, the path is read under each of those interpretations and the
+//! strictest access among them applies: a trick can only ever make a route *more* protected.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+use crate::config::{self, Access, TokenSources};
+
+/// A route rule with its methods upper-cased once.
+#[derive(Debug, Clone)]
+struct Rule {
+    prefix: String,
+    methods: Option<Vec<String>>,
+    access: Access,
+    sources: Option<TokenSources>,
+}
+
+/// Compiled `[policy]` section.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    sources: TokenSources,
+}
+
+/// What the policy says about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDecision<'p> {
+    pub access: Access,
+    pub sources: &'p TokenSources,
+}
+
+impl Policy {
+    pub fn new(cfg: &config::Policy) -> Self {
+        let rules = if cfg.routes.is_empty() {
+            vec![
+                Rule::new("/auth/", Access::Public),
+                Rule::new("/.well-known/", Access::Public),
+                Rule::new("/", Access::Token),
+            ]
+        } else {
+            cfg.routes
+                .iter()
+                .map(|r| Rule {
+                    prefix: r.path_prefix.clone(),
+                    methods: r
+                        .methods
+                        .as_ref()
+                        .map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+                    access: r.access,
+                    sources: r.token_sources.clone(),
+                })
+                .collect()
+        };
+        Self {
+            rules,
+            sources: cfg.token_sources.clone(),
+        }
+    }
+
+    /// The query parameters that may carry a token on any route (removed before upstream).
+    pub fn all_query_sources(&self) -> impl Iterator<Item = &str> {
+        self.sources
+            .query
+            .iter()
+            .chain(self.rules.iter().filter_map(|r| r.sources.as_ref()).flat_map(|s| s.query.iter()))
+            .map(String::as_str)
+    }
+
+    /// Access needed by `method` on `raw_path` (path plus optional query, as received).
+    pub fn route(&self, method: &str, raw_path: &str) -> RouteDecision<'_> {
+        let path = raw_path.split(['?', '#']).next().unwrap_or("");
+        let mut strictest: Option<(Access, Option<&Rule>)> = None;
+        for candidate in interpretations(path) {
+            let rule = self.first_match(method, &candidate);
+            // No rule at all: a token is needed.
+            let access = rule.map_or(Access::Token, |r| r.access);
+            if strictest.is_none_or(|(a, _)| access > a) {
+                strictest = Some((access, rule));
+            }
+        }
+        let (access, rule) = strictest.unwrap_or((Access::Token, None));
+        RouteDecision {
+            access,
+            sources: rule.and_then(|r| r.sources.as_ref()).unwrap_or(&self.sources),
+        }
+    }
+
+    fn first_match(&self, method: &str, path: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            prefix_matches(&r.prefix, path)
+                && r.methods
+                    .as_ref()
+                    .is_none_or(|m| m.iter().any(|x| x.eq_ignore_ascii_case(method)))
+        })
+    }
+}
+
+impl Rule {
+    fn new(prefix: &str, access: Access) -> Self {
+        Self {
+            prefix: prefix.into(),
+            methods: None,
+            access,
+            sources: None,
+        }
+    }
+}
+
+/// `/auth/` matches `/auth/x` and `/auth`; `/api` matches `/api`, `/api/x` but not `/apix`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix.ends_with('/') {
+        path.starts_with(prefix) || path == &prefix[..prefix.len() - 1]
+    } else {
+        path == prefix
+            || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    }
+}
+
+/// The readings of `path` a backend might make: decoded once, decoded until stable, and with
+/// `;` segment parameters dropped. All normalised.
+fn interpretations(path: &str) -> Vec<String> {
+    let once = decode(path);
+    let mut out = vec![normalise(&once)];
+    let mut current = once.into_owned();
+    for _ in 0..4 {
+        let next = decode(&current);
+        if next == current {
+            break;
+        }
+        current = next.into_owned();
+    }
+    out.push(normalise(&current));
+    if current.contains(';') {
+        let stripped: Vec<&str> = current
+            .split('/')
+            .map(|seg| seg.split(';').next().unwrap_or(""))
+            .collect();
+        out.push(normalise(&stripped.join("/")));
+    }
+    out.dedup();
+    out
+}
+
+fn decode(s: &str) -> Cow<'_, str> {
+    percent_decode_str(s).decode_utf8_lossy()
+}
+
+/// Resolves `\`, empty and dot segments; the result starts with `/` and has no `//`.
+pub fn normalise(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let unified = path.replace('\\', "/");
+    let ends_with_slash = unified.ends_with('/');
+    for seg in unified.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    let last_is_dot = unified.rsplit('/').next().is_some_and(|s| s == "." || s == "..");
+    if out.is_empty() || ends_with_slash || last_is_dot {
+        out.push('/');
+    }
+    out
+}
+
+/// Where a token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Cookie,
+    Query,
+}
+
+/// Result of looking for a token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found<'r> {
+    None,
+    Token(Cow<'r, str>, Source),
+    /// Something was there but cannot be a token (wrong shape, duplicated, oversized).
+    Malformed,
+}
+
+/// Header lookup for the transport adapters: lower-case `name`, all values joined as the
+/// proxy sent them.
+pub trait Headers {
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+/// Finds the token in the configured sources, in order header, cookie, query.
+pub fn find_token<'r>(sources: &TokenSources, headers: &'r dyn Headers, raw_path: &'r str) -> Found<'r> {
+    if sources.header
+        && let Some(value) = headers.get("authorization")
+    {
+        match bearer(value) {
+            Bearer::Token(t) => return Found::Token(Cow::Borrowed(t), Source::Header),
+            Bearer::Malformed => return Found::Malformed,
+            Bearer::OtherScheme => {}
+        }
+    }
+    if !sources.cookie.is_empty()
+        && let Some(cookies) = headers.get("cookie")
+        && let Some(v) = cookie(cookies, &sources.cookie)
+    {
+        return Found::Token(Cow::Borrowed(v), Source::Cookie);
+    }
+    if let Some(query) = raw_path.split_once('?').map(|(_, q)| q) {
+        let query = query.split('#').next().unwrap_or("");
+        for name in &sources.query {
+            let mut values = query_values(query, name);
+            if let Some(first) = values.next() {
+                if values.next().is_some() {
+                    return Found::Malformed;
+                }
+                let decoded = match percent_decode_str(first).decode_utf8() {
+                    Ok(v) => v,
+                    Err(_) => return Found::Malformed,
+                };
+                // `authorization=Bearer%20<jwt>` as some EventSource clients send it.
+                let token = match decoded {
+                    Cow::Borrowed(s) => Cow::Borrowed(strip_bearer(s)),
+                    Cow::Owned(s) => Cow::Owned(strip_bearer(&s).to_owned()),
+                };
+                return Found::Token(token, Source::Query);
+            }
+        }
+    }
+    Found::None
+}
+
+fn strip_bearer(s: &str) -> &str {
+    match s.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => s,
+    }
+}
+
+enum Bearer<'a> {
+    Token(&'a str),
+    OtherScheme,
+    Malformed,
+}
+
+/// RFC 6750 2.1: `Bearer 1*SP b64token`, scheme case-insensitive.
+fn bearer(value: &str) -> Bearer<'_> {
+    let value = value.trim();
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return if value.eq_ignore_ascii_case("bearer") {
+            Bearer::Malformed
+        } else {
+            Bearer::OtherScheme
+        };
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Bearer::OtherScheme;
+    }
+    let token = rest.trim_start_matches(' ');
+    // A proxy joins repeated headers with ','; two credentials is a malformed request.
+    if token.is_empty() || token.contains([',', ' ']) {
+        return Bearer::Malformed;
+    }
+    Bearer::Token(token)
+}
+
+/// Value of cookie `name` in a `Cookie` header (RFC 6265 `name=value; name2=value2`).
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn query_values<'a>(query: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
+    query
+        .split('&')
+        .filter_map(move |pair| match pair.split_once('=') {
+            Some((k, v)) if k == name => Some(v),
+            None if pair == name => Some(""),
+            _ => None,
+        })
+}
+
+/// Query parameter names among `names` that occur in `raw_path`'s query.
+pub fn present_query_params<'n>(raw_path: &str, names: impl Iterator<Item = &'n str>) -> Vec<String> {
+    let Some((_, query)) = raw_path.split_once('?') else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if query_values(query, name).next().is_some() && !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    struct H(HashMap<&'static str, String>);
+    impl Headers for H {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0.get(name).map(String::as_str)
+        }
+    }
+
+    fn default_policy() -> Policy {
+        Policy::new(&config::Policy::default())
+    }
+
+    #[test]
+    fn normalise_resolves_dots_and_slashes() {
+        for (input, want) in [
+            ("/", "/"),
+            ("", "/"),
+            ("/a//b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../etc", "/etc"),
+            ("/auth/", "/auth/"),
+            ("/auth/..", "/"),
+            ("\\auth\\..\\admin", "/admin"),
+            ("/a/b/.", "/a/b/"),
+        ] {
+            assert_eq!(normalise(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn defaults_make_auth_and_well_known_public() {
+        let p = default_policy();
+        assert_eq!(p.route("POST", "/auth/login").access, Access::Public);
+        assert_eq!(p.route("GET", "/.well-known/jwks.json").access, Access::Public);
+        assert_eq!(p.route("GET", "/api/x").access, Access::Token);
+        assert_eq!(p.route("GET", "/").access, Access::Token);
+        assert_eq!(p.route("GET", "/authx").access, Access::Token);
+    }
+
+    #[test]
+    fn path_tricks_do_not_reach_public_routes() {
+        let p = default_policy();
+        for trick in [
+            "/auth/../admin",
+            "/auth/%2e%2e/admin",
+            "/auth/%2E%2E/admin",
+            "/auth/..%2Fadmin",
+            "/auth/..%2fadmin",
+            "/auth%2F..%2Fadmin",
+            "//auth/../admin",
+            "/admin?x=/auth/login",
+            "/admin#/auth/login",
+            "/auth/%252e%252e/admin",
+            "/auth/..%252Fadmin",
+            "/auth/..;/admin",
+            "/auth\\..\\admin",
+            "/.well-known/../admin",
+            "/auth/./../admin",
+        ] {
+            assert_eq!(p.route("GET", trick).access, Access::Token, "{trick}");
+        }
+    }
+
+    #[test]
+    fn strictest_interpretation_wins_both_ways() {
+        // Protected under one reading, public under another: protected.
+        let p = default_policy();
+        assert_eq!(p.route("GET", "/x/..%252F..%252Fauth/login").access, Access::Token);
+        assert_eq!(p.route("GET", "/auth/login%3Bjsessionid=1").access, Access::Public);
+    }
+
+    #[test]
+    fn methods_and_mfa_routes() {
+        let cfg: config::Policy = toml::from_str(
+            r#"
+[[routes]]
+path_prefix = "/admin"
+access = "mfa"
+[[routes]]
+path_prefix = "/public"
+methods = ["get"]
+access = "public"
+[[routes]]
+path_prefix = "/"
+access = "token"
+"#,
+        )
+        .unwrap();
+        let p = Policy::new(&cfg);
+        assert_eq!(p.route("GET", "/admin/users").access, Access::Mfa);
+        assert_eq!(p.route("GET", "/administrator").access, Access::Token);
+        assert_eq!(p.route("GET", "/public/x").access, Access::Public);
+        assert_eq!(p.route("POST", "/public/x").access, Access::Token);
+        assert_eq!(p.route("GET", "/public/../admin").access, Access::Mfa);
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> H {
+        H(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect())
+    }
+
+    #[test]
+    fn finds_tokens_in_order() {
+        let s = TokenSources::default();
+        let h = headers(&[("authorization", "Bearer a.b.c"), ("cookie", "authgate_access=c.c.c")]);
+        assert_eq!(find_token(&s, &h, "/x?access_token=q.q.q"), Found::Token("a.b.c".into(), Source::Header));
+        let h = headers(&[("cookie", "x=1; authgate_access=c.c.c")]);
+        assert_eq!(find_token(&s, &h, "/x"), Found::Token("c.c.c".into(), Source::Cookie));
+        let h = headers(&[]);
+        assert_eq!(find_token(&s, &h, "/x?a=1&access_token=q.q.q"), Found::Token("q.q.q".into(), Source::Query));
+        assert_eq!(
+            find_token(&s, &h, "/x?authorization=Bearer%20q.q.q"),
+            Found::Token("q.q.q".into(), Source::Query)
+        );
+        assert_eq!(find_token(&s, &h, "/x"), Found::None);
+        let h = headers(&[("authorization", "alice:deadbeef")]);
+        assert_eq!(find_token(&s, &h, "/x"), Found::None);
+    }
+
+    #[test]
+    fn malformed_credentials() {
+        let s = TokenSources::default();
+        for value in ["Bearer", "Bearer ", "Bearer a.b.c, Bearer d.e.f", "bearer a b"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(find_token(&s, &h, "/x"), Found::Malformed, "{value}");
+        }
+        let h = headers(&[]);
+        assert_eq!(find_token(&s, &h, "/x?access_token=a&access_token=b"), Found::Malformed);
+        assert_eq!(find_token(&s, &h, "/x?access_token=%ff"), Found::Malformed);
+    }
+
+    #[test]
+    fn sources_can_be_disabled() {
+        let s = TokenSources {
+            header: false,
+            query: vec![],
+            cookie: String::new(),
+        };
+        let h = headers(&[("authorization", "Bearer a.b.c"), ("cookie", "authgate_access=c")]);
+        assert_eq!(find_token(&s, &h, "/x?access_token=q"), Found::None);
+    }
+
+    #[test]
+    fn lists_query_params_to_remove() {
+        let p = default_policy();
+        let got = present_query_params("/x?a=1&access_token=t&b=2&authorization=x", p.all_query_sources());
+        assert_eq!(got, vec!["access_token".to_owned(), "authorization".to_owned()]);
+        assert!(present_query_params("/x?a=1", p.all_query_sources()).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn routing_never_panics_and_normalised_paths_are_canonical(path in "[/a-z.%2eEfF;\\\\?#]{0,40}") {
+            let p = default_policy();
+            let _ = p.route("GET", &path);
+            let n = normalise(&path);
+            prop_assert!(n.starts_with('/'));
+            prop_assert!(!n.contains("//"));
+            prop_assert!(!n.split('/').any(|s| s == ".." || s == "."));
+        }
+
+        #[test]
+        fn token_extraction_never_panics(auth in ".{0,80}", cookie in ".{0,80}", query in ".{0,80}") {
+            let s = TokenSources::default();
+            let h = headers(&[("authorization", &auth), ("cookie", &cookie)]);
+            let path = format!("/x?{query}");
+            let _ = find_token(&s, &h, &path);
+        }
+    }
+}
