@@ -5,6 +5,7 @@
 //! [`grpc`] and [`http`] -> [`server`]. [`token`], [`policy`] and [`decision`] know nothing of
 //! any transport.
 
+pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod decision;

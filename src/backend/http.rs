@@ -1,0 +1,128 @@
+//! The generic `http` backend: POST `{"username","password"}` to one URL and let the status
+//! decide (2xx accepts, 401/403 reject, anything else means the backend is unavailable).
+//!
+//! It also holds the transport pieces both HTTP-speaking backends share: building a client
+//! and turning a transport failure into a [`BackendError`]. It must never log or put into an
+//! error message the password, the request body, or a URL's userinfo; it follows no redirects
+//! (a password must not be re-posted to wherever a 3xx points) and ignores proxy environment
+//! variables (a proxy is not configured for authgate just because the process inherited one).
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::{BackendError, Verdict};
+
+/// The login body both `http` and `nethcti` send. Borrowed, so the password is not copied
+/// outside the request body.
+#[derive(Serialize)]
+pub(super) struct LoginBody<'a> {
+    pub(super) username: &'a str,
+    pub(super) password: &'a str,
+}
+
+/// Parses and checks a configured backend URL: http or https, no userinfo (it would end up
+/// in logs and config dumps), no fragment.
+pub(super) fn parse_url(url: &str) -> Result<Url, BackendError> {
+    let parsed = Url::parse(url)
+        .map_err(|e| BackendError::Unavailable(format!("invalid backend url: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(BackendError::Unavailable(format!(
+            "backend url must be http or https, not {:?}",
+            parsed.scheme()
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(BackendError::Unavailable(
+            "backend url must not carry credentials".to_owned(),
+        ));
+    }
+    if parsed.fragment().is_some() {
+        return Err(BackendError::Unavailable(
+            "backend url must not have a fragment".to_owned(),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A client whose every request, connection included, ends within `timeout`.
+pub(super) fn build_client(timeout: Duration) -> Result<reqwest::Client, BackendError> {
+    if timeout.is_zero() {
+        return Err(BackendError::Unavailable(
+            "backend timeout must be greater than zero".to_owned(),
+        ));
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| BackendError::Unavailable(format!("cannot build http client: {e}")))
+}
+
+/// Maps a transport failure: timeouts to [`BackendError::Timeout`], the rest to
+/// [`BackendError::Unavailable`] with the error chain (minus the URL) as the message.
+pub(super) fn transport_error(err: reqwest::Error) -> BackendError {
+    if err.is_timeout() {
+        return BackendError::Timeout;
+    }
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    BackendError::Unavailable(message)
+}
+
+/// Checks passwords by POSTing them to a URL.
+#[derive(Debug, Clone)]
+pub struct HttpBackend {
+    client: reqwest::Client,
+    url: Url,
+}
+
+impl HttpBackend {
+    /// `url` is the full login endpoint; `timeout` bounds each request from connect to the
+    /// end of the response.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
+        Ok(Self {
+            client: build_client(timeout)?,
+            url: parse_url(url)?,
+        })
+    }
+
+    /// 2xx: accepted, no backend credential. 401/403: rejected. Anything else, including a
+    /// redirect: unavailable.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Verdict, BackendError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .json(&LoginBody {
+                username,
+                password: password.expose_secret(),
+            })
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(Verdict::Accepted { credential: None })
+        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            Ok(Verdict::Rejected)
+        } else {
+            Err(BackendError::Unavailable(format!(
+                "http backend answered {status}"
+            )))
+        }
+    }
+}

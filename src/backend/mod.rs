@@ -1,0 +1,66 @@
+//! Who checks passwords: the legacy nethcti-server, a generic HTTP endpoint, or a local users
+//! file. Each returns a [`Verdict`] and, for nethcti, the credential the legacy application
+//! expects upstream. Nothing here logs a password or a credential.
+
+pub mod file;
+pub mod http;
+pub mod nethcti;
+
+use secrecy::SecretString;
+
+use crate::config::{self, BackendKind};
+
+/// The backend's answer to a password.
+pub enum Verdict {
+    /// Good password; `credential` is what the legacy application expects upstream, if any.
+    Accepted { credential: Option<SecretString> },
+    Rejected,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("backend timed out")]
+    Timeout,
+}
+
+pub enum Backend {
+    File(file::FileBackend),
+    Nethcti(nethcti::NethctiBackend),
+    Http(http::HttpBackend),
+}
+
+impl Backend {
+    pub fn from_config(cfg: &config::Backend) -> Result<Self, BackendError> {
+        Ok(match cfg.kind {
+            BackendKind::File => Backend::File(file::FileBackend::open(&cfg.users_file)?),
+            BackendKind::Nethcti => Backend::Nethcti(nethcti::NethctiBackend::new(&cfg.url, cfg.timeout)?),
+            BackendKind::Http => Backend::Http(http::HttpBackend::new(&cfg.url, cfg.timeout)?),
+        })
+    }
+
+    pub async fn authenticate(&self, username: &str, password: &SecretString) -> Result<Verdict, BackendError> {
+        match self {
+            Backend::File(b) => b.authenticate(username, password).await,
+            Backend::Nethcti(b) => b.authenticate(username, password).await,
+            Backend::Http(b) => b.authenticate(username, password).await,
+        }
+    }
+
+    /// Whether the legacy session behind `credential` still lives (always true without one).
+    pub async fn session_alive(&self, credential: Option<&SecretString>) -> Result<bool, BackendError> {
+        match (self, credential) {
+            (Backend::Nethcti(b), Some(c)) => b.session_alive(c).await,
+            _ => Ok(true),
+        }
+    }
+
+    /// Ends the legacy session behind `credential`, if there is one.
+    pub async fn logout(&self, credential: Option<&SecretString>) -> Result<(), BackendError> {
+        match (self, credential) {
+            (Backend::Nethcti(b), Some(c)) => b.logout(c).await,
+            _ => Ok(()),
+        }
+    }
+}
