@@ -81,10 +81,18 @@ pub(super) fn transport_error(err: reqwest::Error) -> BackendError {
 }
 
 /// Checks passwords by POSTing them to a URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpBackend {
     client: reqwest::Client,
     url: Url,
+}
+
+impl std::fmt::Debug for HttpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBackend")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpBackend {

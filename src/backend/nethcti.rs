@@ -25,12 +25,20 @@ const NONCE_LEN: usize = 40;
 const TOKEN_LEN: usize = 40;
 
 /// Talks to one nethcti-server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NethctiBackend {
     client: reqwest::Client,
     login_url: Url,
     logout_url: Url,
     me_url: Url,
+}
+
+impl std::fmt::Debug for NethctiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NethctiBackend")
+            .field("login_url", &self.login_url.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NethctiBackend {
