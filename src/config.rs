@@ -301,7 +301,10 @@ impl Config {
             return Err(ConfigError::invalid("tokens.audience", "must not be empty"));
         }
         if t.access_ttl < Duration::from_secs(1) {
-            return Err(ConfigError::invalid("tokens.access_ttl", "must be at least 1s"));
+            return Err(ConfigError::invalid(
+                "tokens.access_ttl",
+                "must be at least 1s",
+            ));
         }
         if t.refresh_ttl < t.access_ttl {
             return Err(ConfigError::invalid(
@@ -313,16 +316,26 @@ impl Config {
             return Err(ConfigError::invalid("tokens.leeway", "at most 5m"));
         }
         if self.backend.kind != BackendKind::File {
-            let ok = self.backend.url.starts_with("http://") || self.backend.url.starts_with("https://");
+            let ok =
+                self.backend.url.starts_with("http://") || self.backend.url.starts_with("https://");
             if !ok {
-                return Err(ConfigError::invalid("backend.url", "must be an http(s) URL"));
+                return Err(ConfigError::invalid(
+                    "backend.url",
+                    "must be an http(s) URL",
+                ));
             }
         }
         if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
-            return Err(ConfigError::invalid("store.url", "required when store.kind = \"redis\""));
+            return Err(ConfigError::invalid(
+                "store.url",
+                "required when store.kind = \"redis\"",
+            ));
         }
         if self.lockout.max_failures == 0 {
-            return Err(ConfigError::invalid("lockout.max_failures", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "lockout.max_failures",
+                "must be at least 1",
+            ));
         }
         for (i, r) in self.policy.routes.iter().enumerate() {
             if !r.path_prefix.starts_with('/') {
@@ -357,7 +370,10 @@ fn apply_env(
         };
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         if path.len() < 2 || path.iter().any(String::is_empty) {
-            return Err(ConfigError::invalid(&name, "expected AUTHGATE_<SECTION>__<KEY>"));
+            return Err(ConfigError::invalid(
+                &name,
+                "expected AUTHGATE_<SECTION>__<KEY>",
+            ));
         }
         let value = parse_env_value(&raw);
         let mut cursor = &mut *table;
@@ -377,7 +393,9 @@ fn apply_env(
 fn parse_env_value(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match wrapped.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -448,10 +466,16 @@ cookie = "authgate_access"
 
     #[test]
     fn errors_name_the_key() {
-        assert_eq!(bad_key("[tokens]\naccess_ttl = \"soon\""), "tokens.access_ttl");
+        assert_eq!(
+            bad_key("[tokens]\naccess_ttl = \"soon\""),
+            "tokens.access_ttl"
+        );
         assert_eq!(bad_key("[tokens]\nbogus = 1"), "tokens.bogus");
         assert_eq!(bad_key("[nope]\nx = 1"), "nope");
-        assert_eq!(bad_key("[tokens]\nalgorithm = \"none\""), "tokens.algorithm");
+        assert_eq!(
+            bad_key("[tokens]\nalgorithm = \"none\""),
+            "tokens.algorithm"
+        );
         assert_eq!(bad_key("[tokens]\nissuer = \"\""), "tokens.issuer");
         assert_eq!(bad_key("[listen]\ngrpc = \"nowhere\""), "listen.grpc");
         assert_eq!(
@@ -463,7 +487,10 @@ cookie = "authgate_access"
     #[test]
     fn env_overrides_apply() {
         let env = vec![
-            ("AUTHGATE_BACKEND__URL".to_owned(), "http://127.0.0.1:9".to_owned()),
+            (
+                "AUTHGATE_BACKEND__URL".to_owned(),
+                "http://127.0.0.1:9".to_owned(),
+            ),
             ("AUTHGATE_LOCKOUT__MAX_FAILURES".to_owned(), "7".to_owned()),
             ("AUTHGATE_TOKENS__ACCESS_TTL".to_owned(), "5m".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),

@@ -215,7 +215,10 @@ mod tests {
 
     fn fixture(extra: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("[store]\npath = {:?}\n{extra}", dir.path().to_str().unwrap());
+        let text = format!(
+            "[store]\npath = {:?}\n{extra}",
+            dir.path().to_str().unwrap()
+        );
         let cfg = Config::from_toml_str(&text).unwrap();
         let clock = Clock::manual(T0);
         let tokens = Arc::new(TokenService::new(&cfg, clock.clone()).unwrap());
@@ -233,11 +236,18 @@ mod tests {
 
     impl Fixture {
         fn token(&self, kind: Kind, amr: &[&str]) -> String {
-            self.checker.tokens.mint(kind, "alice", "sid-1", amr, 900, None).unwrap().0
+            self.checker
+                .tokens
+                .mint(kind, "alice", "sid-1", amr, 900, None)
+                .unwrap()
+                .0
         }
 
         fn check(&self, path: &str, headers: &[(&str, &str)]) -> Decision {
-            let h = H(headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+            let h = H(headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect());
             self.checker.check(&Request {
                 method: "GET",
                 path,
@@ -290,9 +300,16 @@ mod tests {
     fn backend_credential_replaces_the_bearer_token() {
         let f = fixture("");
         let cred = SecretString::from("alice:15372d".to_owned());
-        let (t, _) = f.checker.tokens.mint(Kind::Access, "alice", "s", &["pwd"], 900, Some(&cred)).unwrap();
+        let (t, _) = f
+            .checker
+            .tokens
+            .mint(Kind::Access, "alice", "s", &["pwd"], 900, Some(&cred))
+            .unwrap();
         let a = allow(f.bearer("/api", &t));
-        assert!(a.set_headers.contains(&(AUTHORIZATION, "alice:15372d".into())));
+        assert!(
+            a.set_headers
+                .contains(&(AUTHORIZATION, "alice:15372d".into()))
+        );
         assert!(a.remove_headers.is_empty());
     }
 
@@ -323,7 +340,10 @@ mod tests {
         for kind in [Kind::Refresh, Kind::Mfa] {
             let d = denial(f.bearer("/api", &f.token(kind, &["pwd"])));
             assert_eq!(d.status(), 403);
-            assert!(d.www_authenticate().contains(r#"error="insufficient_scope""#));
+            assert!(
+                d.www_authenticate()
+                    .contains(r#"error="insufficient_scope""#)
+            );
         }
     }
 
@@ -338,7 +358,9 @@ mod tests {
 
     #[test]
     fn mfa_routes_need_otp_in_amr() {
-        let f = fixture("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n");
+        let f = fixture(
+            "[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n",
+        );
         let pwd = f.token(Kind::Access, &["pwd"]);
         assert_eq!(denial(f.bearer("/admin/x", &pwd)), Denial::MfaRequired);
         allow(f.bearer("/other", &pwd));
@@ -354,14 +376,20 @@ mod tests {
         assert_eq!(a.remove_headers, vec![X_AUTH_USER, X_AUTH_SESSION]);
         assert!(a.set_headers.is_empty());
         // A spoofed identity header is no credential.
-        assert_eq!(denial(f.check("/api", &[("x-auth-user", "alice")])), Denial::NoToken);
+        assert_eq!(
+            denial(f.check("/api", &[("x-auth-user", "alice")])),
+            Denial::NoToken
+        );
     }
 
     #[test]
     fn malformed_and_forged_tokens() {
         let f = fixture("");
         let d = denial(f.check("/api", &[("authorization", "Bearer a.b.c, Bearer d.e.f")]));
-        assert_eq!(d.www_authenticate(), r#"Bearer realm="authgate", error="invalid_request", error_description="malformed credentials""#);
+        assert_eq!(
+            d.www_authenticate(),
+            r#"Bearer realm="authgate", error="invalid_request", error_description="malformed credentials""#
+        );
         assert_eq!(d.status(), 401);
         let long = "a".repeat(64 * 1024);
         assert_eq!(denial(f.bearer("/api", &long)), Denial::Malformed);
@@ -373,8 +401,14 @@ mod tests {
         let hs = fixture("[tokens]\nalgorithm = \"HS256\"\n");
         let ed = fixture("");
         let t = ed.token(Kind::Access, &["pwd"]);
-        assert_eq!(denial(hs.bearer("/api", &t)), Denial::InvalidToken("unexpected signing algorithm"));
+        assert_eq!(
+            denial(hs.bearer("/api", &t)),
+            Denial::InvalidToken("unexpected signing algorithm")
+        );
         let t = hs.token(Kind::Access, &["pwd"]);
-        assert_eq!(denial(ed.bearer("/api", &t)), Denial::InvalidToken("unexpected signing algorithm"));
+        assert_eq!(
+            denial(ed.bearer("/api", &t)),
+            Denial::InvalidToken("unexpected signing algorithm")
+        );
     }
 }

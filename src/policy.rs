@@ -68,7 +68,12 @@ impl Policy {
         self.sources
             .query
             .iter()
-            .chain(self.rules.iter().filter_map(|r| r.sources.as_ref()).flat_map(|s| s.query.iter()))
+            .chain(
+                self.rules
+                    .iter()
+                    .filter_map(|r| r.sources.as_ref())
+                    .flat_map(|s| s.query.iter()),
+            )
             .map(String::as_str)
     }
 
@@ -87,7 +92,9 @@ impl Policy {
         let (access, rule) = strictest.unwrap_or((Access::Token, None));
         RouteDecision {
             access,
-            sources: rule.and_then(|r| r.sources.as_ref()).unwrap_or(&self.sources),
+            sources: rule
+                .and_then(|r| r.sources.as_ref())
+                .unwrap_or(&self.sources),
         }
     }
 
@@ -170,7 +177,10 @@ pub fn normalise(path: &str) -> String {
         out.push('/');
         out.push_str(s);
     }
-    let last_is_dot = unified.rsplit('/').next().is_some_and(|s| s == "." || s == "..");
+    let last_is_dot = unified
+        .rsplit('/')
+        .next()
+        .is_some_and(|s| s == "." || s == "..");
     if out.is_empty() || ends_with_slash || last_is_dot {
         out.push('/');
     }
@@ -201,7 +211,11 @@ pub trait Headers {
 }
 
 /// Finds the token in the configured sources, in order header, cookie, query.
-pub fn find_token<'r>(sources: &TokenSources, headers: &'r dyn Headers, raw_path: &'r str) -> Found<'r> {
+pub fn find_token<'r>(
+    sources: &TokenSources,
+    headers: &'r dyn Headers,
+    raw_path: &'r str,
+) -> Found<'r> {
     if sources.header
         && let Some(value) = headers.get("authorization")
     {
@@ -295,7 +309,10 @@ fn query_values<'a>(query: &'a str, name: &str) -> impl Iterator<Item = &'a str>
 }
 
 /// Query parameter names among `names` that occur in `raw_path`'s query.
-pub fn present_query_params<'n>(raw_path: &str, names: impl Iterator<Item = &'n str>) -> Vec<String> {
+pub fn present_query_params<'n>(
+    raw_path: &str,
+    names: impl Iterator<Item = &'n str>,
+) -> Vec<String> {
     let Some((_, query)) = raw_path.split_once('?') else {
         return Vec::new();
     };
@@ -348,7 +365,10 @@ mod tests {
     fn defaults_make_auth_and_well_known_public() {
         let p = default_policy();
         assert_eq!(p.route("POST", "/auth/login").access, Access::Public);
-        assert_eq!(p.route("GET", "/.well-known/jwks.json").access, Access::Public);
+        assert_eq!(
+            p.route("GET", "/.well-known/jwks.json").access,
+            Access::Public
+        );
         assert_eq!(p.route("GET", "/api/x").access, Access::Token);
         assert_eq!(p.route("GET", "/").access, Access::Token);
         assert_eq!(p.route("GET", "/authx").access, Access::Token);
@@ -382,8 +402,14 @@ mod tests {
     fn strictest_interpretation_wins_both_ways() {
         // Protected under one reading, public under another: protected.
         let p = default_policy();
-        assert_eq!(p.route("GET", "/x/..%252F..%252Fauth/login").access, Access::Token);
-        assert_eq!(p.route("GET", "/auth/login%3Bjsessionid=1").access, Access::Public);
+        assert_eq!(
+            p.route("GET", "/x/..%252F..%252Fauth/login").access,
+            Access::Token
+        );
+        assert_eq!(
+            p.route("GET", "/auth/login%3Bjsessionid=1").access,
+            Access::Public
+        );
     }
 
     #[test]
@@ -418,12 +444,24 @@ access = "token"
     #[test]
     fn finds_tokens_in_order() {
         let s = TokenSources::default();
-        let h = headers(&[("authorization", "Bearer a.b.c"), ("cookie", "authgate_access=c.c.c")]);
-        assert_eq!(find_token(&s, &h, "/x?access_token=q.q.q"), Found::Token("a.b.c".into(), Source::Header));
+        let h = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("cookie", "authgate_access=c.c.c"),
+        ]);
+        assert_eq!(
+            find_token(&s, &h, "/x?access_token=q.q.q"),
+            Found::Token("a.b.c".into(), Source::Header)
+        );
         let h = headers(&[("cookie", "x=1; authgate_access=c.c.c")]);
-        assert_eq!(find_token(&s, &h, "/x"), Found::Token("c.c.c".into(), Source::Cookie));
+        assert_eq!(
+            find_token(&s, &h, "/x"),
+            Found::Token("c.c.c".into(), Source::Cookie)
+        );
         let h = headers(&[]);
-        assert_eq!(find_token(&s, &h, "/x?a=1&access_token=q.q.q"), Found::Token("q.q.q".into(), Source::Query));
+        assert_eq!(
+            find_token(&s, &h, "/x?a=1&access_token=q.q.q"),
+            Found::Token("q.q.q".into(), Source::Query)
+        );
         assert_eq!(
             find_token(&s, &h, "/x?authorization=Bearer%20q.q.q"),
             Found::Token("q.q.q".into(), Source::Query)
@@ -436,12 +474,20 @@ access = "token"
     #[test]
     fn malformed_credentials() {
         let s = TokenSources::default();
-        for value in ["Bearer", "Bearer ", "Bearer a.b.c, Bearer d.e.f", "bearer a b"] {
+        for value in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a.b.c, Bearer d.e.f",
+            "bearer a b",
+        ] {
             let h = headers(&[("authorization", value)]);
             assert_eq!(find_token(&s, &h, "/x"), Found::Malformed, "{value}");
         }
         let h = headers(&[]);
-        assert_eq!(find_token(&s, &h, "/x?access_token=a&access_token=b"), Found::Malformed);
+        assert_eq!(
+            find_token(&s, &h, "/x?access_token=a&access_token=b"),
+            Found::Malformed
+        );
         assert_eq!(find_token(&s, &h, "/x?access_token=%ff"), Found::Malformed);
     }
 
@@ -452,15 +498,24 @@ access = "token"
             query: vec![],
             cookie: String::new(),
         };
-        let h = headers(&[("authorization", "Bearer a.b.c"), ("cookie", "authgate_access=c")]);
+        let h = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("cookie", "authgate_access=c"),
+        ]);
         assert_eq!(find_token(&s, &h, "/x?access_token=q"), Found::None);
     }
 
     #[test]
     fn lists_query_params_to_remove() {
         let p = default_policy();
-        let got = present_query_params("/x?a=1&access_token=t&b=2&authorization=x", p.all_query_sources());
-        assert_eq!(got, vec!["access_token".to_owned(), "authorization".to_owned()]);
+        let got = present_query_params(
+            "/x?a=1&access_token=t&b=2&authorization=x",
+            p.all_query_sources(),
+        );
+        assert_eq!(
+            got,
+            vec!["access_token".to_owned(), "authorization".to_owned()]
+        );
         assert!(present_query_params("/x?a=1", p.all_query_sources()).is_empty());
     }
 

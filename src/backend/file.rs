@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{BackendError, Verdict};
@@ -26,7 +26,11 @@ pub fn hash_password(password: &str) -> String {
 
 /// A user name that fits the users file and the legacy `user:token` header.
 pub fn valid_username(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && !name.chars().any(|c| c == ':' || c.is_control() || c.is_whitespace())
+    !name.is_empty()
+        && name.len() <= 128
+        && !name
+            .chars()
+            .any(|c| c == ':' || c.is_control() || c.is_whitespace())
 }
 
 struct Loaded {
@@ -72,16 +76,24 @@ impl FileBackend {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .map_err(|e| unavailable(&self.path, e))?;
-        let mut loaded = self.loaded.lock().map_err(|_| BackendError::Unavailable("users file lock".into()))?;
+        let mut loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| BackendError::Unavailable("users file lock".into()))?;
         if loaded.modified != Some(modified) {
-            let text = std::fs::read_to_string(&self.path).map_err(|e| unavailable(&self.path, e))?;
+            let text =
+                std::fs::read_to_string(&self.path).map_err(|e| unavailable(&self.path, e))?;
             loaded.users = Arc::new(parse(&text));
             loaded.modified = Some(modified);
         }
         Ok(loaded.users.clone())
     }
 
-    pub async fn authenticate(&self, username: &str, password: &SecretString) -> Result<Verdict, BackendError> {
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Verdict, BackendError> {
         let users = self.users()?;
         let hash = users.get(username).cloned();
         let known = hash.is_some();
@@ -89,7 +101,11 @@ impl FileBackend {
         let password = password.clone();
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
-                .map(|parsed| Argon2::default().verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.expose_secret().as_bytes(), &parsed)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await
@@ -106,7 +122,10 @@ impl FileBackend {
 pub fn set_user(path: &Path, username: &str, password: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if !valid_username(username) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid user name"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "invalid user name",
+        ));
     }
     let existing = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -123,10 +142,38 @@ pub fn set_user(path: &Path, username: &str, password: &str) -> std::io::Result<
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(out.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(tmp, path)
+}
+
+/// First run of the `file` backend: when the users file does not exist, creates it with a
+/// user `demo` whose random password is written next to it in `demo-password` (mode 0600).
+/// The password itself is never logged.
+pub fn ensure_demo_user(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let password = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        rand::random::<[u8; 15]>(),
+    );
+    let secret_path = path.with_file_name("demo-password");
+    set_user(path, "demo", &password)?;
+    crate::token::keys::write_private(&secret_path, format!("{password}\n").as_bytes())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tracing::warn!(
+        users_file = %path.display(),
+        password_file = %secret_path.display(),
+        "created users file with user 'demo'; its password is in the password file"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,12 +189,24 @@ mod tests {
         set_user(&path, "bob", "battery").unwrap();
         let b = FileBackend::open(&path).unwrap();
         let pw = |s: &str| SecretString::from(s.to_owned());
-        assert!(matches!(b.authenticate("alice", &pw("correct horse")).await.unwrap(), Verdict::Accepted { credential: None }));
-        assert!(matches!(b.authenticate("alice", &pw("battery")).await.unwrap(), Verdict::Rejected));
-        assert!(matches!(b.authenticate("carol", &pw("battery")).await.unwrap(), Verdict::Rejected));
+        assert!(matches!(
+            b.authenticate("alice", &pw("correct horse")).await.unwrap(),
+            Verdict::Accepted { credential: None }
+        ));
+        assert!(matches!(
+            b.authenticate("alice", &pw("battery")).await.unwrap(),
+            Verdict::Rejected
+        ));
+        assert!(matches!(
+            b.authenticate("carol", &pw("battery")).await.unwrap(),
+            Verdict::Rejected
+        ));
         // Replacing a password takes effect without reopening.
         set_user(&path, "alice", "new one").unwrap();
-        assert!(matches!(b.authenticate("alice", &pw("new one")).await.unwrap(), Verdict::Accepted { .. }));
+        assert!(matches!(
+            b.authenticate("alice", &pw("new one")).await.unwrap(),
+            Verdict::Accepted { .. }
+        ));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(!text.contains("new one"));

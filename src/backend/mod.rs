@@ -13,7 +13,9 @@ use crate::config::{self, BackendKind};
 /// The backend's answer to a password.
 pub enum Verdict {
     /// Good password; `credential` is what the legacy application expects upstream, if any.
-    Accepted { credential: Option<SecretString> },
+    Accepted {
+        credential: Option<SecretString>,
+    },
     Rejected,
 }
 
@@ -35,12 +37,18 @@ impl Backend {
     pub fn from_config(cfg: &config::Backend) -> Result<Self, BackendError> {
         Ok(match cfg.kind {
             BackendKind::File => Backend::File(file::FileBackend::open(&cfg.users_file)?),
-            BackendKind::Nethcti => Backend::Nethcti(nethcti::NethctiBackend::new(&cfg.url, cfg.timeout)?),
+            BackendKind::Nethcti => {
+                Backend::Nethcti(nethcti::NethctiBackend::new(&cfg.url, cfg.timeout)?)
+            }
             BackendKind::Http => Backend::Http(http::HttpBackend::new(&cfg.url, cfg.timeout)?),
         })
     }
 
-    pub async fn authenticate(&self, username: &str, password: &SecretString) -> Result<Verdict, BackendError> {
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Verdict, BackendError> {
         match self {
             Backend::File(b) => b.authenticate(username, password).await,
             Backend::Nethcti(b) => b.authenticate(username, password).await,
@@ -49,7 +57,10 @@ impl Backend {
     }
 
     /// Whether the legacy session behind `credential` still lives (always true without one).
-    pub async fn session_alive(&self, credential: Option<&SecretString>) -> Result<bool, BackendError> {
+    pub async fn session_alive(
+        &self,
+        credential: Option<&SecretString>,
+    ) -> Result<bool, BackendError> {
         match (self, credential) {
             (Backend::Nethcti(b), Some(c)) => b.session_alive(c).await,
             _ => Ok(true),

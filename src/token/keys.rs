@@ -308,11 +308,19 @@ mod tests {
 
     #[test]
     fn every_algorithm_generates_persists_and_reloads() {
-        for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256, Algorithm::HS256] {
+        for alg in [
+            Algorithm::EdDSA,
+            Algorithm::ES256,
+            Algorithm::RS256,
+            Algorithm::HS256,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let first = load_or_create(dir.path(), alg, 1000, 60).unwrap();
             let again = load_or_create(dir.path(), alg, 1001, 60).unwrap();
-            assert_eq!(first.signing_kid, again.signing_kid, "{alg:?} key not persisted");
+            assert_eq!(
+                first.signing_kid, again.signing_kid,
+                "{alg:?} key not persisted"
+            );
             let file = keys_dir(dir.path()).join(format!("{}.json", first.signing_kid));
             let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);

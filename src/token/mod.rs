@@ -98,7 +98,10 @@ impl Verified {
     fn weight(&self) -> u32 {
         let strings = self.sub.len() + self.sid.len() + self.jti.len();
         let amr: usize = self.amr.iter().map(|m| m.len() + 24).sum();
-        let cred = self.credential.as_ref().map_or(0, |c| c.expose_secret().len());
+        let cred = self
+            .credential
+            .as_ref()
+            .map_or(0, |c| c.expose_secret().len());
         // Entry, Arc headers and moka's per-entry bookkeeping (measured order of magnitude).
         (std::mem::size_of::<Verified>() + strings + amr + cred + 160) as u32
     }
@@ -316,15 +319,16 @@ impl TokenService {
             .as_deref()
             .and_then(|kid| keys.verifying.get(kid))
             .ok_or(TokenError::Invalid("unknown signing key"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as E;
-            TokenError::Invalid(match e.kind() {
-                E::InvalidSignature => "bad signature",
-                E::InvalidIssuer => "wrong issuer",
-                E::InvalidAudience => "wrong audience",
-                _ => "invalid token",
-            })
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as E;
+                TokenError::Invalid(match e.kind() {
+                    E::InvalidSignature => "bad signature",
+                    E::InvalidIssuer => "wrong issuer",
+                    E::InvalidAudience => "wrong audience",
+                    _ => "invalid token",
+                })
+            })?;
         let c = data.claims;
         let credential = match c.cred {
             Some(sealed) if kind == Kind::Access => Some(
@@ -351,7 +355,11 @@ impl TokenService {
     }
 
     /// AEAD-seals a backend credential, bound to the session id.
-    pub fn seal_credential(&self, sid: &str, credential: &SecretString) -> Result<String, MintError> {
+    pub fn seal_credential(
+        &self,
+        sid: &str,
+        credential: &SecretString,
+    ) -> Result<String, MintError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| MintError::Seal)?;
         let mut buf = credential.expose_secret().as_bytes().to_vec();

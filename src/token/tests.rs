@@ -24,11 +24,18 @@ fn claims_json(iss: &str) -> serde_json::Value {
 
 #[test]
 fn mints_and_verifies_with_every_algorithm() {
-    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256, Algorithm::HS256] {
+    for alg in [
+        Algorithm::EdDSA,
+        Algorithm::ES256,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual(T0);
         let svc = service(alg, dir.path(), &clock, "");
-        let (token, claims) = svc.mint(Kind::Access, "alice", "sid1", &["pwd"], 900, None).unwrap();
+        let (token, claims) = svc
+            .mint(Kind::Access, "alice", "sid1", &["pwd"], 900, None)
+            .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert!(header.kid.is_some(), "{alg:?}: no kid");
@@ -47,7 +54,9 @@ fn expiry_is_checked_on_cache_hits_with_leeway() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(T0);
     let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
-    let (token, _) = svc.mint(Kind::Access, "alice", "s", &["pwd"], 900, None).unwrap();
+    let (token, _) = svc
+        .mint(Kind::Access, "alice", "s", &["pwd"], 900, None)
+        .unwrap();
     assert!(svc.verify(&token).is_ok());
     assert_eq!(svc.cache_entries(), 1);
     clock.advance(900 + 30);
@@ -61,7 +70,9 @@ fn token_from_the_future_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(T0 + 3600);
     let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
-    let (token, _) = svc.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
+    let (token, _) = svc
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
     clock.set(T0);
     assert_eq!(svc.verify(&token).unwrap_err(), TokenError::NotYetValid);
 }
@@ -74,7 +85,14 @@ fn alg_none_and_garbage_are_refused() {
     let header = serde_json::json!({"alg": "none", "typ": "at+jwt"});
     let none = format!("{}.{}.", b64(&header), b64(&claims_json("authgate")));
     assert!(svc.verify(&none).is_err());
-    for junk in ["", "a.b", "a.b.c", "....", "x.y.z\u{0}", &"a".repeat(MAX_TOKEN_LEN + 1)] {
+    for junk in [
+        "",
+        "a.b",
+        "a.b.c",
+        "....",
+        "x.y.z\u{0}",
+        &"a".repeat(MAX_TOKEN_LEN + 1),
+    ] {
         assert!(svc.verify(junk).is_err(), "{junk:?}");
     }
     assert_eq!(svc.verify("a b.c.d").unwrap_err(), TokenError::Malformed);
@@ -115,16 +133,31 @@ fn unknown_kid_wrong_issuer_and_audience_are_refused() {
     let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
     // Same keys, other issuer / audience.
     let other_iss = service(Algorithm::EdDSA, dir.path(), &clock, "issuer = \"evil\"");
-    let (t, _) = other_iss.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
-    assert_eq!(svc.verify(&t).unwrap_err(), TokenError::Invalid("wrong issuer"));
+    let (t, _) = other_iss
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
+    assert_eq!(
+        svc.verify(&t).unwrap_err(),
+        TokenError::Invalid("wrong issuer")
+    );
     let other_aud = service(Algorithm::EdDSA, dir.path(), &clock, "audience = \"other\"");
-    let (t, _) = other_aud.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
-    assert_eq!(svc.verify(&t).unwrap_err(), TokenError::Invalid("wrong audience"));
+    let (t, _) = other_aud
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
+    assert_eq!(
+        svc.verify(&t).unwrap_err(),
+        TokenError::Invalid("wrong audience")
+    );
     // A different store has different keys: its kid is unknown here.
     let dir2 = tempfile::tempdir().unwrap();
     let stranger = service(Algorithm::EdDSA, dir2.path(), &clock, "");
-    let (t, _) = stranger.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
-    assert_eq!(svc.verify(&t).unwrap_err(), TokenError::Invalid("unknown signing key"));
+    let (t, _) = stranger
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
+    assert_eq!(
+        svc.verify(&t).unwrap_err(),
+        TokenError::Invalid("unknown signing key")
+    );
 }
 
 #[test]
@@ -132,12 +165,17 @@ fn tampered_payload_fails_signature() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(T0);
     let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
-    let (token, _) = svc.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
+    let (token, _) = svc
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     let mut claims = claims_json("authgate");
     claims["sub"] = "root".into();
     let forged = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
-    assert_eq!(svc.verify(&forged).unwrap_err(), TokenError::Invalid("bad signature"));
+    assert_eq!(
+        svc.verify(&forged).unwrap_err(),
+        TokenError::Invalid("bad signature")
+    );
 }
 
 #[test]
@@ -157,12 +195,17 @@ fn sealed_credential_is_bound_to_its_session() {
     let clock = Clock::manual(T0);
     let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
     let cred = SecretString::from("alice:15372d36008c1fd11c4a362b373529f72bfeaca2".to_owned());
-    let (token, claims) = svc.mint(Kind::Access, "alice", "s1", &[], 900, Some(&cred)).unwrap();
+    let (token, claims) = svc
+        .mint(Kind::Access, "alice", "s1", &[], 900, Some(&cred))
+        .unwrap();
     let sealed = claims.cred.unwrap();
     assert!(!sealed.contains("15372d"), "credential travels in clear");
     assert!(!token.contains("15372d"));
     let v = svc.verify(&token).unwrap();
-    assert_eq!(v.credential.as_ref().unwrap().expose_secret(), cred.expose_secret());
+    assert_eq!(
+        v.credential.as_ref().unwrap().expose_secret(),
+        cred.expose_secret()
+    );
     assert!(svc.unseal_credential("s2", &sealed).is_none());
     assert!(svc.unseal_credential("s1", "AAAA").is_none());
 }
@@ -172,10 +215,14 @@ fn rotated_keys_keep_verifying_old_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(T0);
     let svc = service(Algorithm::ES256, dir.path(), &clock, "");
-    let (old, _) = svc.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
+    let (old, _) = svc
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
     keys::rotate(dir.path(), Algorithm::ES256, T0).unwrap();
     svc.reload_keys().unwrap();
-    let (new, _) = svc.mint(Kind::Access, "alice", "s", &[], 900, None).unwrap();
+    let (new, _) = svc
+        .mint(Kind::Access, "alice", "s", &[], 900, None)
+        .unwrap();
     let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
     assert_ne!(kid(&old), kid(&new));
     let fresh = service(Algorithm::ES256, dir.path(), &clock, "");

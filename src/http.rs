@@ -1,0 +1,348 @@
+//! HTTP adapter: the `/authz` check for nginx `auth_request` and Envoy's HTTP ext_authz, the
+//! login API, JWKS, health and metrics. Handlers translate; decisions live in `decision` and
+//! `login`. Every error is JSON `{"error","error_description"}` with a 4xx for bad input
+//! (never axum's default 415/422 rejections), and `/authz` answers only 200, 401 or 403.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::decision::{self, Checker, Decision, Denial};
+use crate::login::{LoginError, LoginService};
+use crate::metrics::{Metrics, Transport};
+use crate::policy::{self, Found, Headers};
+use crate::token::{Kind, TokenService, Verified};
+
+/// Largest request body the login API reads.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub checker: Arc<Checker>,
+    pub tokens: Arc<TokenService>,
+    pub login: Arc<LoginService>,
+    pub metrics: Arc<Metrics>,
+    /// Keys loaded, store reachable, not draining.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/authz", any(authz))
+        .route("/authz/{*path}", any(authz))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// An error of the login API, rendered as RFC 6749-style JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: &'static str,
+    www_authenticate: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, description: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            description,
+            www_authenticate: None,
+        }
+    }
+
+    fn bad_request(description: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+}
+
+impl From<Denial> for ApiError {
+    fn from(d: Denial) -> Self {
+        Self {
+            status: StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            code: d.error_code().unwrap_or("unauthorized"),
+            description: d.description(),
+            www_authenticate: Some(d.www_authenticate()),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::BadRequest(why) => Self::bad_request(why),
+            LoginError::BadCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "invalid username or password",
+            ),
+            LoginError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "authentication backend unavailable",
+            ),
+            LoginError::Internal(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(v) = self
+            .www_authenticate
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+/// A JSON body whose every failure is a 400 (or 413 when too large), never 415/422.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::bad_request(
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "request body too large",
+                )
+            } else {
+                ApiError::bad_request("unreadable request body")
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|_| {
+            ApiError::bad_request("body must be a JSON object with the documented string fields")
+        })
+    }
+}
+
+/// `http::HeaderMap` seen through the decision's header lookup.
+struct HttpHeaders<'a>(&'a HeaderMap);
+
+impl Headers for HttpHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+static X_ENVOY_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// The check endpoint. nginx passes the original request in `X-Original-URI` and
+/// `X-Original-Method`; Envoy's HTTP ext_authz sends it under the `/authz` prefix.
+async fn authz(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let original_uri = headers.get("x-original-uri").and_then(|v| v.to_str().ok());
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = match original_uri {
+        Some(p) => p,
+        None => match path_and_query.strip_prefix("/authz") {
+            Some(rest) if rest.starts_with('/') => rest,
+            Some(rest) if rest.is_empty() || rest.starts_with('?') => "/",
+            _ => "/",
+        },
+    };
+    let method = headers
+        .get("x-original-method")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(method.as_str());
+    let decision = if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        Decision::Deny(Denial::Malformed)
+    } else {
+        state.checker.check(&decision::Request {
+            method,
+            path,
+            headers: &HttpHeaders(&headers),
+        })
+    };
+    state
+        .metrics
+        .record_check(Transport::Http, &decision, started.elapsed());
+    authz_response(decision)
+}
+
+fn authz_response(decision: Decision) -> Response {
+    match decision {
+        Decision::Allow(allow) => {
+            let mut resp = StatusCode::OK.into_response();
+            let h = resp.headers_mut();
+            for (name, value) in allow.set_headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(name, v);
+                }
+            }
+            if !allow.remove_headers.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&allow.remove_headers.join(","))
+            {
+                h.insert(X_ENVOY_REMOVE.clone(), v);
+            }
+            resp
+        }
+        Decision::Deny(denial) => {
+            let mut resp = Response::new(Body::from(denial.json_body()));
+            *resp.status_mut() =
+                StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&denial.www_authenticate()) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+            resp
+        }
+    }
+}
+
+/// The verified access token of an API call (`Authorization: Bearer` only).
+fn access_token(state: &AppState, headers: &HeaderMap) -> Result<Arc<Verified>, ApiError> {
+    let sources = crate::config::TokenSources {
+        header: true,
+        query: Vec::new(),
+        cookie: String::new(),
+    };
+    let headers = HttpHeaders(headers);
+    let token = match policy::find_token(&sources, &headers, "") {
+        Found::Token(t, _) => t,
+        Found::None => return Err(Denial::NoToken.into()),
+        Found::Malformed => return Err(Denial::Malformed.into()),
+    };
+    let verified = state.tokens.verify(&token).map_err(Denial::from)?;
+    if verified.kind != Kind::Access {
+        return Err(Denial::NotAccessToken.into());
+    }
+    if state.checker.revocations.is_revoked(&verified.sid) {
+        return Err(Denial::InvalidToken("token revoked").into());
+    }
+    Ok(verified)
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let password = SecretString::from(body.password);
+    let pair = state
+        .login
+        .login(&body.username, &password, peer.ip())
+        .await?;
+    let mut resp = axum::Json(pair).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = access_token(&state, &headers)?;
+    state.login.logout(&token, peer.ip()).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let t = access_token(&state, &headers)?;
+    Ok(axum::Json(serde_json::json!({
+        "sub": &*t.sub, "sid": &*t.sid, "amr": t.amr, "exp": t.exp, "iat": t.iat,
+    }))
+    .into_response())
+}
+
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let mut resp = Response::new(Body::from(Bytes::copy_from_slice(&state.tokens.jwks())));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .cached_tokens
+        .set(state.tokens.cache_entries() as i64);
+    state
+        .metrics
+        .revoked_sessions
+        .set(state.checker.revocations.len() as i64);
+    let mut resp = Response::new(Body::from(state.metrics.render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}

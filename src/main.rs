@@ -1,0 +1,190 @@
+//! The `authgate` command: parse the CLI, load the configuration, run until a shutdown signal.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use authgate::config::{BackendKind, Config};
+
+/// Exit status for a configuration error (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "authgate",
+    version,
+    about = "External-authorization sidecar: JWT checks for Envoy ext_authz and nginx auth_request"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service. Without --config, reads ./authgate.toml if present, else defaults;
+    /// AUTHGATE_<SECTION>__<KEY> environment variables override any key.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file: exit 0 if valid, 64 naming the bad key otherwise.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the argon2id hash of a password read from standard input (for the users file).
+    HashPassword,
+    /// Add or replace a user of the `file` backend; the password is read from standard input.
+    UserAdd {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Start signing with a new key; old keys keep verifying until their tokens expire.
+    /// Running servers pick the new key up within 10 seconds.
+    RotateKeys {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
+    Config::load(path, std::env::vars()).map_err(|e| {
+        eprintln!("authgate: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn read_password() -> std::io::Result<String> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => match load(config.as_deref()) {
+            Ok(cfg) => serve(cfg),
+            Err(code) => code,
+        },
+        Command::CheckConfig { config } => match load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::HashPassword => match read_password() {
+            Ok(pw) if !pw.is_empty() => {
+                println!("{}", authgate::backend::file::hash_password(&pw));
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("authgate: expected a password on standard input");
+                ExitCode::FAILURE
+            }
+        },
+        Command::UserAdd { name, config } => {
+            let cfg = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let password = match read_password() {
+                Ok(pw) if !pw.is_empty() => pw,
+                _ => {
+                    eprintln!("authgate: expected a password on standard input");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match authgate::backend::file::set_user(&cfg.backend.users_file, &name, &password) {
+                Ok(()) => {
+                    println!("user {name} saved in {}", cfg.backend.users_file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("authgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::RotateKeys { config } => {
+            let cfg = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let now = authgate::clock::Clock::system().now();
+            match authgate::token::keys::rotate(&cfg.store.path, cfg.tokens.algorithm, now) {
+                Ok(kid) => {
+                    println!("new signing key {kid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("authgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+fn serve(cfg: Config) -> ExitCode {
+    init_tracing();
+    if cfg.backend.kind == BackendKind::File
+        && let Err(e) = authgate::backend::file::ensure_demo_user(&cfg.backend.users_file)
+    {
+        tracing::error!(error = %e, "cannot create the users file");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("authgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match authgate::server::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "start-up failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,194 @@
+//! Assembles the service from a [`Config`] and runs it: binds both listeners (port 0 allowed,
+//! the bound addresses are reported), serves ext_authz + health over gRPC and the HTTP API,
+//! runs the background loops (key reload, revocation pruning), and drains on shutdown:
+//! readiness turns false first, then in-flight requests get a bounded grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::decision::Checker;
+use crate::grpc::AuthzService;
+use crate::http::{AppState, app};
+use crate::login::LoginService;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::revocation::Revocations;
+use crate::token::TokenService;
+
+const KEY_RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// A started authgate.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    health: tonic_health::server::HealthReporter,
+    servers: Vec<JoinHandle<()>>,
+    drain_grace: Duration,
+}
+
+/// Starts authgate on the system clock.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// Starts authgate with an injected clock (tests move it to expire tokens).
+pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
+    let tokens = Arc::new(
+        TokenService::new(&config, clock.clone())
+            .with_context(|| format!("loading keys under {}", config.store.path.display()))?,
+    );
+    let revocations = Arc::new(Revocations::new(clock.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
+    let checker = Arc::new(Checker {
+        tokens: tokens.clone(),
+        policy: Policy::new(&config.policy),
+        revocations: revocations.clone(),
+    });
+    let login = Arc::new(LoginService::new(
+        &config,
+        backend,
+        tokens.clone(),
+        revocations.clone(),
+        metrics.clone(),
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(AppState {
+        checker: checker.clone(),
+        tokens: tokens.clone(),
+        login,
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+
+    let http_listener = TcpListener::bind(config.listen.http)
+        .await
+        .with_context(|| format!("binding listen.http {}", config.listen.http))?;
+    let grpc_listener = TcpListener::bind(config.listen.grpc)
+        .await
+        .with_context(|| format!("binding listen.grpc {}", config.listen.grpc))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let authz = AuthorizationServer::new(AuthzService {
+        checker,
+        metrics: metrics.clone(),
+    });
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_stop = stopped();
+    let grpc = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(authz)
+            .serve_with_incoming_shutdown(incoming, grpc_stop)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+
+    let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let http_stop = stopped();
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, router)
+            .with_graceful_shutdown(http_stop)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let bg_stop = stopped();
+    let background = tokio::spawn(background_loops(tokens, revocations, bg_stop));
+
+    ready.store(true, Ordering::Release);
+    health
+        .set_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
+
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        state,
+        shutdown,
+        health,
+        servers: vec![grpc, http, background],
+        drain_grace: config.listen.drain_grace,
+    })
+}
+
+async fn background_loops(
+    tokens: Arc<TokenService>,
+    revocations: Arc<Revocations>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                if let Err(e) = tokens.reload_keys() {
+                    tracing::error!(error = %e, "reloading keys failed; keeping the loaded ones");
+                }
+                revocations.prune();
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Readiness off, stop accepting, let in-flight requests finish within the grace period.
+    pub async fn shutdown(self) {
+        self.set_draining().await;
+        let _ = self.shutdown.send(true);
+        let all = futures_join(self.servers);
+        if tokio::time::timeout(self.drain_grace, all).await.is_err() {
+            tracing::warn!(grace = ?self.drain_grace, "drain grace period over; closing remaining connections");
+        }
+    }
+
+    /// Marks the service as draining without stopping it (readiness and gRPC health go false).
+    pub async fn set_draining(&self) {
+        self.state.ready.store(false, Ordering::Release);
+        self.health
+            .set_not_serving::<AuthorizationServer<AuthzService>>()
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
