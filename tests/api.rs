@@ -1,0 +1,616 @@
+//! The whole service in-process on port 0 with a manual clock: login API, the check over
+//! gRPC and HTTP (same decision for the same request), logout, health, drain and metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use authgate::clock::Clock;
+use authgate::config::Config;
+use authgate::server::{Running, start_with_clock};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use serde_json::{Value, json};
+
+const T0: u64 = 1_800_000_000;
+
+struct TestApp {
+    _dir: tempfile::TempDir,
+    clock: Clock,
+    running: Option<Running>,
+    http: reqwest::Client,
+    base: String,
+    grpc: AuthorizationClient<tonic::transport::Channel>,
+}
+
+impl TestApp {
+    async fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        authgate::backend::file::set_user(&users, "alice", "alice password").unwrap();
+        let text = format!(
+            "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"file\"\nusers_file = {users:?}\n[store]\npath = {:?}\n{extra}",
+            dir.path().join("data")
+        );
+        let cfg = Config::from_toml_str(&text).unwrap();
+        let clock = Clock::manual(T0);
+        let running = start_with_clock(cfg, clock.clone()).await.unwrap();
+        let base = format!("http://{}", running.http_addr);
+        let grpc = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
+            .await
+            .unwrap();
+        Self {
+            _dir: dir,
+            clock,
+            running: Some(running),
+            http: reqwest::Client::new(),
+            base,
+            grpc,
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/auth/login", self.base))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn tokens(&self) -> Value {
+        let resp = self.login("alice", "alice password").await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// The check over HTTP (Envoy HTTP style: original path under /authz).
+    async fn authz(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        let mut req = self.http.request(
+            method.parse().unwrap(),
+            format!("{}/authz{path}", self.base),
+        );
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let mut hs = HashMap::new();
+        for (k, v) in resp.headers() {
+            hs.insert(k.as_str().to_owned(), v.to_str().unwrap().to_owned());
+        }
+        let body = resp.text().await.unwrap();
+        Outcome::from_http(status, hs, &body)
+    }
+
+    /// The same check over gRPC, as Envoy sends it.
+    async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttrRequest {
+                    http: Some(HttpRequest {
+                        method: method.into(),
+                        path: path.into(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let resp = self.grpc.clone().check(req).await.unwrap().into_inner();
+        Outcome::from_grpc(resp)
+    }
+
+    /// Both transports, asserting they agree.
+    async fn both(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        let h = self.authz(method, path, headers).await;
+        let g = self.check(method, path, headers).await;
+        assert_eq!(h, g, "gRPC and HTTP disagree on {method} {path}");
+        h
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Servers stop with the runtime; nothing else to clean.
+        let _ = self.running.take();
+    }
+}
+
+/// A decision as the client or upstream would see it, transport-independent.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    status: u16,
+    www_authenticate: Option<String>,
+    error: Option<String>,
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+    remove_query: Vec<String>,
+}
+
+impl Outcome {
+    fn from_http(status: u16, mut h: HashMap<String, String>, body: &str) -> Self {
+        let error = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        let mut set: Vec<(String, String)> = ["x-auth-user", "x-auth-session", "authorization"]
+            .iter()
+            .filter_map(|k| h.remove(*k).map(|v| ((*k).to_owned(), v)))
+            .collect();
+        set.sort();
+        let remove = h
+            .remove("x-envoy-auth-headers-to-remove")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default();
+        Self {
+            status,
+            www_authenticate: h.remove("www-authenticate"),
+            error,
+            set,
+            remove,
+            // HTTP ext_authz cannot edit the upstream query; compared separately.
+            remove_query: Vec::new(),
+        }
+    }
+
+    fn from_grpc(resp: envoy_types::ext_authz::v3::pb::CheckResponse) -> Self {
+        match resp.http_response.unwrap() {
+            HttpResponse::OkResponse(ok) => {
+                assert_eq!(resp.status.unwrap().code, 0);
+                let mut set: Vec<(String, String)> = ok
+                    .headers
+                    .into_iter()
+                    .map(|h| {
+                        let h = h.header.unwrap();
+                        (h.key, h.value)
+                    })
+                    .collect();
+                set.sort();
+                Self {
+                    status: 200,
+                    www_authenticate: None,
+                    error: None,
+                    set,
+                    remove: ok.headers_to_remove,
+                    remove_query: Vec::new(),
+                }
+            }
+            HttpResponse::DeniedResponse(d) => {
+                assert_ne!(resp.status.unwrap().code, 0);
+                let www = d
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .find(|h| h.key == "www-authenticate")
+                    .map(|h| h.value.clone());
+                let error = serde_json::from_str::<Value>(&d.body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned));
+                Self {
+                    status: d.status.unwrap().code as u16,
+                    www_authenticate: www,
+                    error,
+                    set: Vec::new(),
+                    remove: Vec::new(),
+                    remove_query: Vec::new(),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+#[tokio::test]
+async fn login_returns_rfc6749_tokens() {
+    let app = TestApp::start("").await;
+    let resp = app.login("alice", "alice password").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["refresh_expires_in"], 30 * 86400);
+    let access = body["access_token"].as_str().unwrap();
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(access.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "EdDSA");
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(access.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    for claim in ["iss", "aud", "sub", "iat", "exp", "jti", "sid", "amr"] {
+        assert!(!claims[claim].is_null(), "missing {claim}");
+    }
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["exp"], T0 + 900);
+    // The key that signed it is published.
+    let jwks: Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+}
+
+#[tokio::test]
+async fn wrong_user_and_wrong_password_look_the_same() {
+    let app = TestApp::start("").await;
+    let a = app.login("alice", "nope").await;
+    let (sa, ba) = (a.status(), a.text().await.unwrap());
+    let b = app.login("mallory", "nope").await;
+    let (sb, bb) = (b.status(), b.text().await.unwrap());
+    assert_eq!(sa, 401);
+    assert_eq!((sa, &ba), (sb, &bb));
+}
+
+#[tokio::test]
+async fn bad_login_input_is_a_clear_400_or_413() {
+    let app = TestApp::start("").await;
+    let url = format!("{}/auth/login", app.base);
+    let cases: Vec<(Option<&str>, String, u16)> = vec![
+        (None, r#"{"username":"alice","password":"x"}"#.into(), 400),
+        (
+            Some("text/plain"),
+            r#"{"username":"alice","password":"x"}"#.into(),
+            400,
+        ),
+        (Some("application/json"), "{not json".into(), 400),
+        (
+            Some("application/json"),
+            r#"{"username":1,"password":"x"}"#.into(),
+            400,
+        ),
+        (
+            Some("application/json"),
+            r#"{"username":"alice"}"#.into(),
+            400,
+        ),
+        (
+            Some("application/json"),
+            r#"{"username":"","password":""}"#.into(),
+            400,
+        ),
+        (Some("application/json"), r#"[]"#.into(), 400),
+        (
+            Some("application/json"),
+            format!(
+                r#"{{"username":"{}","password":"x"}}"#,
+                "a".repeat(64 * 1024)
+            ),
+            413,
+        ),
+    ];
+    for (ct, body, want) in cases {
+        let mut req = app.http.post(&url).body(body.clone());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            want,
+            "{ct:?} {}",
+            &body[..body.len().min(60)]
+        );
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].is_string() && v["error_description"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn grpc_and_http_agree_on_every_case() {
+    let app = TestApp::start("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n").await;
+    let t = app.tokens().await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    let bearer = |tok: &str| format!("Bearer {tok}");
+    let none_alg = format!(
+        "{}.{}.",
+        b64(&json!({"alg":"none","typ":"at+jwt"})),
+        b64(
+            &json!({"iss":"authgate","aud":"authgate","sub":"alice","iat":T0,"exp":T0+900,"jti":"j","sid":"s","amr":["pwd"]})
+        )
+    );
+
+    // No token.
+    let o = app.both("GET", "/api/x", &[]).await;
+    assert_eq!(o.status, 401);
+    assert_eq!(
+        o.www_authenticate.as_deref(),
+        Some(r#"Bearer realm="authgate""#)
+    );
+    // Spoofed identity without token.
+    let o = app.both("GET", "/api/x", &[("x-auth-user", "alice")]).await;
+    assert_eq!(o.status, 401);
+    // Garbage, alg none, oversized.
+    let big = "A".repeat(9000);
+    for tok in ["garbage", none_alg.as_str(), "a.b.c", big.as_str()] {
+        let o = app
+            .both("GET", "/api/x", &[("authorization", &bearer(tok))])
+            .await;
+        assert_eq!(o.status, 401, "{}", &tok[..tok.len().min(40)]);
+        let www = o.www_authenticate.unwrap();
+        assert!(
+            www.contains(r#"error="invalid_token""#) || www.contains(r#"error="invalid_request""#),
+            "{www}"
+        );
+        assert!(o.error.is_some());
+    }
+    // Refresh token as access token.
+    let o = app
+        .both("GET", "/api/x", &[("authorization", &bearer(&refresh))])
+        .await;
+    assert_eq!(o.status, 403);
+    assert!(
+        o.www_authenticate
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#)
+    );
+    // Valid token: identity set, bearer removed, client copies replaced.
+    let o = app
+        .both(
+            "GET",
+            "/api/x",
+            &[
+                ("authorization", &bearer(&access)),
+                ("x-auth-user", "mallory"),
+            ],
+        )
+        .await;
+    assert_eq!(o.status, 200);
+    assert!(
+        o.set.contains(&("x-auth-user".into(), "alice".into())),
+        "{o:?}"
+    );
+    assert!(
+        o.set
+            .iter()
+            .any(|(k, v)| k == "x-auth-session" && !v.is_empty())
+    );
+    assert_eq!(o.remove, vec!["authorization".to_owned()]);
+    // MFA route with a password-only token.
+    let o = app
+        .both(
+            "GET",
+            "/admin/users",
+            &[("authorization", &bearer(&access))],
+        )
+        .await;
+    assert_eq!(o.status, 403);
+    // Path tricks stay protected.
+    for p in [
+        "/auth/../admin",
+        "/auth/%2e%2e/api",
+        "/auth/..%2Fapi",
+        "/api?x=/auth/login",
+        "//auth/../api",
+    ] {
+        assert_eq!(app.both("GET", p, &[]).await.status, 401, "{p}");
+    }
+    // Public route passes without a token and strips identity headers.
+    let o = app
+        .both("POST", "/auth/login", &[("x-auth-user", "mallory")])
+        .await;
+    assert_eq!(o.status, 200);
+    assert!(o.set.is_empty());
+    assert_eq!(
+        o.remove,
+        vec!["x-auth-user".to_owned(), "x-auth-session".to_owned()]
+    );
+    // Expiry follows the clock, cached or not.
+    app.clock.advance(900 + 31);
+    let o = app
+        .both("GET", "/api/x", &[("authorization", &bearer(&access))])
+        .await;
+    assert_eq!(o.status, 401);
+    assert!(o.www_authenticate.unwrap().contains("token expired"));
+}
+
+#[tokio::test]
+async fn query_token_is_accepted_and_stripped_over_grpc() {
+    let app = TestApp::start("").await;
+    let t = app.tokens().await;
+    let access = t["access_token"].as_str().unwrap();
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: format!("/events?a=1&access_token={access}&b=2"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let resp = app.grpc.clone().check(req).await.unwrap().into_inner();
+    let Some(HttpResponse::OkResponse(ok)) = resp.http_response else {
+        panic!("not allowed: {resp:?}");
+    };
+    assert_eq!(
+        ok.query_parameters_to_remove,
+        vec!["access_token".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn logout_revokes_the_session_on_every_path_at_once() {
+    let app = TestApp::start("").await;
+    let t = app.tokens().await;
+    let access = t["access_token"].as_str().unwrap();
+    let auth = format!("Bearer {access}");
+    assert_eq!(
+        app.both("GET", "/api", &[("authorization", &auth)])
+            .await
+            .status,
+        200
+    );
+    let me: Value = app
+        .http
+        .get(format!("{}/auth/me", app.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["amr"], json!(["pwd"]));
+    let resp = app
+        .http
+        .post(format!("{}/auth/logout", app.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let o = app.both("GET", "/api", &[("authorization", &auth)]).await;
+    assert_eq!(o.status, 401);
+    assert!(o.www_authenticate.unwrap().contains("token revoked"));
+    let me = app
+        .http
+        .get(format!("{}/auth/me", app.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+}
+
+#[tokio::test]
+async fn api_routes_refuse_wrong_token_kinds() {
+    let app = TestApp::start("").await;
+    let t = app.tokens().await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/auth/me", app.base))
+        .header("authorization", format!("Bearer {refresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = app
+        .http
+        .get(format!("{}/auth/me", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        r#"Bearer realm="authgate""#
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_drain() {
+    let app = TestApp::start("").await;
+    let get = |p: &'static str| {
+        let url = format!("{}{p}", app.base);
+        let c = app.http.clone();
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/healthz").await, 200);
+    assert_eq!(get("/readyz").await, 200);
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", app.running().grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = |s: &str| tonic_health::pb::HealthCheckRequest { service: s.into() };
+    let status = |r: tonic_health::pb::HealthCheckResponse| r.status;
+    let up = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let down = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    assert_eq!(
+        status(health.check(serving("")).await.unwrap().into_inner()),
+        up
+    );
+    assert_eq!(
+        status(
+            health
+                .check(serving("envoy.service.auth.v3.Authorization"))
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        up
+    );
+    app.running().set_draining().await;
+    assert_eq!(get("/readyz").await, 503);
+    assert_eq!(
+        status(health.check(serving("")).await.unwrap().into_inner()),
+        down
+    );
+    // Still answering checks while draining.
+    assert_eq!(app.both("GET", "/api", &[]).await.status, 401);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_and_frees_the_ports() {
+    let mut app = TestApp::start("").await;
+    let running = app.running.take().unwrap();
+    let addr = running.http_addr;
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_by_transport() {
+    let app = TestApp::start("").await;
+    app.both("GET", "/api", &[]).await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"authgate_checks_total{transport="grpc",outcome="no_token"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"authgate_checks_total{transport="http",outcome="no_token"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("authgate_check_duration_seconds_count"));
+}
