@@ -1,0 +1,249 @@
+//! The `authgate` binary as an operator runs it: --help/--version, check-config exit codes,
+//! user management, and `serve` end to end: first-run demo user, login, checks, SIGTERM drain
+//! with exit 0, and no secret anywhere in its output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+fn run(args: &[&str], dir: &Path, stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(&["--version"], dir.path(), "");
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = run(&["--help"], dir.path(), "");
+    assert_eq!(code, 0);
+    for sub in [
+        "serve",
+        "check-config",
+        "hash-password",
+        "user-add",
+        "rotate-keys",
+    ] {
+        assert!(out.contains(sub), "--help lacks {sub}");
+    }
+}
+
+#[test]
+fn check_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let good = write("good.toml", "[tokens]\naccess_ttl = \"5m\"\n");
+    assert_eq!(
+        run(&["check-config", "--config", &good], dir.path(), "").0,
+        0
+    );
+    for (text, key) in [
+        ("[tokens]\naccess_ttl = \"forever\"\n", "tokens.access_ttl"),
+        ("[tokens]\nsurprise = true\n", "tokens.surprise"),
+        (
+            "[lockout]\nmax_failures = \"five\"\n",
+            "lockout.max_failures",
+        ),
+        ("[backend]\nkind = \"ldap\"\n", "backend.kind"),
+        ("[tokens\n", "(file)"),
+    ] {
+        let path = write("bad.toml", text);
+        let (code, _, err) = run(&["check-config", "--config", &path], dir.path(), "");
+        assert_eq!(code, 64, "{text}");
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let missing = dir.path().join("nope.toml");
+    assert_eq!(
+        run(
+            &["check-config", "--config", missing.to_str().unwrap()],
+            dir.path(),
+            ""
+        )
+        .0,
+        64
+    );
+}
+
+#[test]
+fn hash_password_and_user_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(&["hash-password"], dir.path(), "s3cret\n");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("$argon2id$"), "{out}");
+    assert!(!out.contains("s3cret"));
+    let (code, _, _) = run(&["user-add", "bob"], dir.path(), "pw\n");
+    assert_eq!(code, 0);
+    let users = std::fs::read_to_string(dir.path().join("data/users")).unwrap();
+    assert!(users.starts_with("bob:$argon2id$"));
+    assert_eq!(run(&["user-add", "bad:name"], dir.path(), "pw\n").0, 1);
+}
+
+#[test]
+fn serve_first_run_login_check_and_sigterm_without_leaking_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("AUTHGATE_LISTEN__GRPC", format!("127.0.0.1:{grpc}"))
+        .env("AUTHGATE_LISTEN__HTTP", format!("127.0.0.1:{http}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    assert!(
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(20)),
+        "authgate did not become ready"
+    );
+
+    let password = std::fs::read_to_string(dir.path().join("data/demo-password")).unwrap();
+    let password = password.trim();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (access, refresh) = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let bad = c
+            .post(format!("{base}/auth/login"))
+            .json(&serde_json::json!({"username": "demo", "password": "wrong-password-123"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 401);
+        let v: serde_json::Value = c
+            .post(format!("{base}/auth/login"))
+            .json(&serde_json::json!({"username": "demo", "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let access = v["access_token"].as_str().unwrap().to_owned();
+        let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+        for (path, auth) in [
+            ("/authz/api".to_owned(), Some(format!("Bearer {access}"))),
+            (format!("/authz/api?access_token={access}"), None),
+            ("/authz/api".to_owned(), Some(format!("Bearer {refresh}"))),
+            ("/authz/api".to_owned(), Some("Bearer x.y.z".to_owned())),
+        ] {
+            let mut req = c.get(format!("{base}{path}"));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            req.send().await.unwrap();
+        }
+        let logout = c
+            .post(format!("{base}/auth/logout"))
+            .header("authorization", format!("Bearer {access}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), 204);
+        (access, refresh)
+    });
+
+    let started = Instant::now();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    for event in ["login_success", "login_failure", "logout"] {
+        assert!(
+            out.contains(&format!("\"event\":\"{event}\"")),
+            "no {event} event in:\n{out}"
+        );
+    }
+    assert!(out.contains("\"target\":\"security\""));
+    for secret in [password, "wrong-password-123", &access, &refresh] {
+        assert!(!out.contains(secret), "a secret leaked into the output");
+    }
+    // Signatures alone must not appear either.
+    for tok in [&access, &refresh] {
+        assert!(!out.contains(tok.rsplit('.').next().unwrap()));
+    }
+    // Every line is JSON.
+    for line in out.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+}
+
+fn wait_ready(url: &str, within: Duration) -> bool {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(url).await
+                && r.status() == 200
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    })
+}
