@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod policy;
 pub mod revocation;
 pub mod server;
+pub mod store;
 pub mod token;

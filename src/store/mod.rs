@@ -1,0 +1,128 @@
+//! Shared state behind one small trait: namespaced keys with an absolute expiry, read,
+//! written, compared-and-swapped atomically, and scanned. The login flows build everything
+//! (refresh rotation, TOTP replay guard, recovery codes, lockout, revocations) on these
+//! primitives, so the embedded (redb, one replica) and Redis (many replicas) stores only
+//! implement storage, never policy. A store must never log values: some are secrets (sealed).
+
+pub mod embedded;
+pub mod redis;
+
+use async_trait::async_trait;
+
+/// Key spaces. Each has its own prefix in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ns {
+    /// Per user: TOTP state (sealed secret, recovery code hashes, last used step).
+    Mfa,
+    /// Per session id: refresh family (current refresh jti, sealed backend credential).
+    Session,
+    /// Per user: the session ids of that user.
+    UserSessions,
+    /// Per session id: revoked until (value: unix seconds, decimal).
+    Revoked,
+    /// Per user or client address: failed attempts and lock.
+    Lockout,
+    /// One-time markers (MFA token ids).
+    Once,
+}
+
+impl Ns {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Ns::Mfa => "mfa",
+            Ns::Session => "session",
+            Ns::UserSessions => "user_sessions",
+            Ns::Revoked => "revoked",
+            Ns::Lockout => "lockout",
+            Ns::Once => "once",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// `expires_at` is unix seconds; 0 means never. Expired entries read as absent.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    async fn put(&self, ns: Ns, key: &str, value: &[u8], expires_at: u64)
+    -> Result<(), StoreError>;
+
+    async fn delete(&self, ns: Ns, key: &str) -> Result<(), StoreError>;
+
+    /// Atomically sets `key` to `new` (or deletes it when `None`) if its current value is
+    /// `expected` (`None`: absent or expired). Returns whether the swap happened.
+    async fn compare_and_swap(
+        &self,
+        ns: Ns,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        expires_at: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// All live entries of `ns` (used for the revocation set; keep such namespaces small).
+    async fn scan(&self, ns: Ns) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// A number that changes whenever anything in `ns` is written (by any replica).
+    async fn version(&self, ns: Ns) -> Result<u64, StoreError>;
+
+    /// Reachability, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Reads `key`, applies `f` to it, writes the result back atomically; retries on races.
+/// `f` returns the new value (None deletes), its expiry, and a result to hand back.
+pub async fn update<T>(
+    store: &dyn Store,
+    ns: Ns,
+    key: &str,
+    mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, u64, T),
+) -> Result<T, StoreError> {
+    for _ in 0..16 {
+        let current = store.get(ns, key).await?;
+        let (new, expires_at, out) = f(current.as_deref());
+        if new.as_deref() == current.as_deref() {
+            return Ok(out);
+        }
+        if store
+            .compare_and_swap(ns, key, current.as_deref(), new.as_deref(), expires_at)
+            .await?
+        {
+            return Ok(out);
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "too much contention on {}",
+        ns.prefix()
+    )))
+}
+
+/// Opens the configured store.
+pub async fn open(
+    cfg: &crate::config::Config,
+    clock: crate::clock::Clock,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::StoreKind;
+    Ok(match cfg.store.kind {
+        StoreKind::Embedded => {
+            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.store.path, clock)?)
+        }
+        StoreKind::Redis => {
+            let url = cfg.store.url.as_deref().unwrap_or_default();
+            let _ = redis::RedisStore::connect(url, clock).await?;
+            return Err(StoreError::Unavailable("redis store not built yet".into()));
+        }
+    })
+}
+
+/// Behaviour every store must show; run against each implementation by its tests.
+#[doc(hidden)]
+pub mod conformance;
