@@ -32,6 +32,9 @@ pub struct Listen {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(deserialize_with = "duration")]
     pub drain_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (its last entry is the client address used
+    /// for lockout and the audit log). Your proxy's address; loopback by default.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Listen {
@@ -40,6 +43,10 @@ impl Default for Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             drain_grace: Duration::from_secs(10),
+            trusted_proxies: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
         }
     }
 }

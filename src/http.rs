@@ -3,7 +3,7 @@
 //! `login`. Every error is JSON `{"error","error_description"}` with a 4xx for bad input
 //! (never axum's default 415/422 rejections), and `/authz` answers only 200, 401 or 403.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -33,8 +33,9 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub login: Arc<LoginService>,
     pub metrics: Arc<Metrics>,
-    /// Keys loaded, store reachable, not draining.
+    /// Keys loaded and not draining (the store is asked on each /readyz).
     pub ready: Arc<AtomicBool>,
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
@@ -42,8 +43,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/authz", any(authz))
         .route("/authz/{*path}", any(authz))
         .route("/auth/login", post(login))
+        .route("/auth/login/otp", post(login_otp))
+        .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
         .route("/auth/me", get(me))
+        .route("/auth/2fa/enroll", post(enroll))
+        .route("/auth/2fa/confirm", post(confirm))
+        .route("/auth/2fa/disable", post(disable))
+        .route("/auth/2fa/status", get(status))
+        .route("/auth/2fa/recovery-codes", post(recovery_codes))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -60,6 +68,7 @@ pub struct ApiError {
     code: &'static str,
     description: &'static str,
     www_authenticate: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -69,6 +78,7 @@ impl ApiError {
             code,
             description,
             www_authenticate: None,
+            retry_after: None,
         }
     }
 
@@ -84,12 +94,20 @@ impl From<Denial> for ApiError {
             code: d.error_code().unwrap_or("unauthorized"),
             description: d.description(),
             www_authenticate: Some(d.www_authenticate()),
+            retry_after: None,
         }
     }
 }
 
 impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
+        let unavailable = |what| {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                what,
+            )
+        };
         match e {
             LoginError::BadRequest(why) => Self::bad_request(why),
             LoginError::BadCredentials => Self::new(
@@ -97,16 +115,31 @@ impl From<LoginError> for ApiError {
                 "invalid_grant",
                 "invalid username or password",
             ),
-            LoginError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "authentication backend unavailable",
-            ),
-            LoginError::Internal(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal error",
-            ),
+            LoginError::InvalidGrant(why) => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", why)
+            }
+            LoginError::Locked { retry_after } => Self {
+                retry_after: Some(retry_after.max(1)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "locked_out",
+                    "too many failed attempts; try again later",
+                )
+            },
+            LoginError::Conflict(why) => Self::new(StatusCode::CONFLICT, "conflict", why),
+            LoginError::BackendUnavailable(_) => unavailable("authentication backend unavailable"),
+            LoginError::StoreUnavailable(e) => {
+                tracing::error!(error = %e, "state store failed");
+                unavailable("state store unavailable")
+            }
+            LoginError::Internal(e) => {
+                tracing::error!(error = %e, "minting tokens failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
         }
     }
 }
@@ -120,6 +153,10 @@ impl IntoResponse for ApiError {
             .and_then(|v| HeaderValue::from_str(&v).ok())
         {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -163,11 +200,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// `http::HeaderMap` seen through the decision's header lookup.
-struct HttpHeaders<'a>(&'a HeaderMap);
-
-impl Headers for HttpHeaders<'_> {
+impl Headers for HeaderMap {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(|v| v.to_str().ok())
+        HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
     }
 }
 
@@ -202,7 +237,7 @@ async fn authz(
         state.checker.check(&decision::Request {
             method,
             path,
-            headers: &HttpHeaders(&headers),
+            headers: &headers,
         })
     };
     state
@@ -245,15 +280,20 @@ fn authz_response(decision: Decision) -> Response {
     }
 }
 
-/// The verified access token of an API call (`Authorization: Bearer` only).
+/// The bearer token of an API call (`Authorization: Bearer` only; no cookie, no query).
+fn bearer_token(headers: &HeaderMap) -> Found<'_> {
+    static HEADER_ONLY: std::sync::LazyLock<crate::config::TokenSources> =
+        std::sync::LazyLock::new(|| crate::config::TokenSources {
+            header: true,
+            query: Vec::new(),
+            cookie: String::new(),
+        });
+    policy::find_token(&HEADER_ONLY, headers, "")
+}
+
+/// The verified, unrevoked access token of an API call.
 fn access_token(state: &AppState, headers: &HeaderMap) -> Result<Arc<Verified>, ApiError> {
-    let sources = crate::config::TokenSources {
-        header: true,
-        query: Vec::new(),
-        cookie: String::new(),
-    };
-    let headers = HttpHeaders(headers);
-    let token = match policy::find_token(&sources, &headers, "") {
+    let token = match bearer_token(headers) {
         Found::Token(t, _) => t,
         Found::None => return Err(Denial::NoToken.into()),
         Found::Malformed => return Err(Denial::Malformed.into()),
@@ -268,6 +308,29 @@ fn access_token(state: &AppState, headers: &HeaderMap) -> Result<Arc<Verified>, 
     Ok(verified)
 }
 
+/// The client address: the peer, or the last `X-Forwarded-For` hop when the peer is a
+/// trusted proxy (the entry that proxy appended itself).
+fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if !state.trusted_proxies.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|ip| ip.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
+fn no_store(body: impl serde::Serialize) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 #[derive(Deserialize)]
 struct LoginBody {
     username: String,
@@ -277,17 +340,61 @@ struct LoginBody {
 async fn login(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let password = SecretString::from(body.password);
+    let client = client_ip(&state, peer, &headers);
+    let outcome = state.login.login(&body.username, &password, client).await?;
+    Ok(no_store(outcome))
+}
+
+#[derive(Deserialize)]
+struct OtpBody {
+    mfa_token: String,
+    code: String,
+}
+
+async fn login_otp(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OtpBody>,
+) -> Result<Response, ApiError> {
+    let client = client_ip(&state, peer, &headers);
     let pair = state
         .login
-        .login(&body.username, &password, peer.ip())
+        .login_otp(&body.mfa_token, &body.code, client)
         .await?;
-    let mut resp = axum::Json(pair).into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    Ok(no_store(pair))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// Refresh token in `Authorization: Bearer` (as MikoPBX clients send it) or a JSON body.
+async fn refresh(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let client = client_ip(&state, peer, request.headers());
+    let bearer = match bearer_token(request.headers()) {
+        Found::Token(t, _) => Some(t.into_owned()),
+        Found::Malformed => return Err(Denial::Malformed.into()),
+        Found::None => None,
+    };
+    let token = match bearer {
+        Some(t) => t,
+        None => {
+            let ApiJson(body) = ApiJson::<RefreshBody>::from_request(request, &()).await?;
+            body.refresh_token
+        }
+    };
+    let pair = state.login.refresh(&token, client).await?;
+    Ok(no_store(pair))
 }
 
 async fn logout(
@@ -296,7 +403,10 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let token = access_token(&state, &headers)?;
-    state.login.logout(&token, peer.ip()).await;
+    state
+        .login
+        .logout(&token, client_ip(&state, peer, &headers))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -306,6 +416,72 @@ async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Re
         "sub": &*t.sub, "sid": &*t.sid, "amr": t.amr, "exp": t.exp, "iat": t.iat,
     }))
     .into_response())
+}
+
+async fn enroll(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = access_token(&state, &headers)?;
+    Ok(no_store(state.login.enroll(&t).await?))
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+async fn confirm(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<Response, ApiError> {
+    let t = access_token(&state, &headers)?;
+    let codes = state
+        .login
+        .confirm(&t, &body.code, client_ip(&state, peer, &headers))
+        .await?;
+    Ok(no_store(serde_json::json!({ "recovery_codes": codes })))
+}
+
+async fn disable(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<StatusCode, ApiError> {
+    let t = access_token(&state, &headers)?;
+    state
+        .login
+        .disable(&t, &body.code, client_ip(&state, peer, &headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = access_token(&state, &headers)?;
+    let (enabled, left) = state.login.status(&t).await?;
+    Ok(no_store(
+        serde_json::json!({ "enabled": enabled, "recovery_codes_left": left }),
+    ))
+}
+
+async fn recovery_codes(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<Response, ApiError> {
+    let t = access_token(&state, &headers)?;
+    let codes = state
+        .login
+        .regenerate_codes(&t, &body.code, client_ip(&state, peer, &headers))
+        .await?;
+    Ok(no_store(serde_json::json!({ "recovery_codes": codes })))
 }
 
 async fn jwks(State(state): State<Arc<AppState>>) -> Response {
@@ -323,7 +499,7 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    if state.ready.load(Ordering::Acquire) && state.login.store_ready().await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()

@@ -25,9 +25,11 @@ use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::revocation::Revocations;
+use crate::store::{Ns, Store, StoreError};
 use crate::token::TokenService;
 
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(10);
+const REVOCATION_SYNC_EVERY: Duration = Duration::from_millis(500);
 
 /// A started authgate.
 pub struct Running {
@@ -52,6 +54,12 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
             .with_context(|| format!("loading keys under {}", config.store.path.display()))?,
     );
     let revocations = Arc::new(Revocations::new(clock.clone()));
+    let store = crate::store::open(&config, clock.clone())
+        .await
+        .with_context(|| format!("opening the {:?} store", config.store.kind))?;
+    sync_revocations(&*store, &revocations)
+        .await
+        .context("loading revocations")?;
     let metrics = Arc::new(Metrics::new());
     let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
     let checker = Arc::new(Checker {
@@ -63,6 +71,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         &config,
         backend,
         tokens.clone(),
+        store.clone(),
         revocations.clone(),
         metrics.clone(),
     ));
@@ -73,6 +82,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         login,
         metrics: metrics.clone(),
         ready: ready.clone(),
+        trusted_proxies: config.listen.trusted_proxies.clone(),
     });
 
     let http_listener = TcpListener::bind(config.listen.http)
@@ -123,7 +133,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     });
 
     let bg_stop = stopped();
-    let background = tokio::spawn(background_loops(tokens, revocations, bg_stop));
+    let background = tokio::spawn(background_loops(tokens, store, revocations, bg_stop));
 
     ready.store(true, Ordering::Release);
     health
@@ -143,22 +153,67 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     })
 }
 
+/// Replaces the in-memory revocation set with the store's (a full resync).
+async fn sync_revocations(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
+    let entries = store
+        .scan(Ns::Revoked)
+        .await?
+        .into_iter()
+        .filter_map(|(sid, until)| {
+            let until = std::str::from_utf8(&until).ok()?.parse().ok()?;
+            Some((Arc::<str>::from(sid), until))
+        })
+        .collect();
+    revocations.replace(entries);
+    Ok(())
+}
+
+/// Background work: revocations from other replicas (polled twice a second, so every replica
+/// applies a revocation within a second), key reload, pruning. Stops on shutdown.
 async fn background_loops(
     tokens: Arc<TokenService>,
+    store: Arc<dyn Store>,
     revocations: Arc<Revocations>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sync = tokio::time::interval(REVOCATION_SYNC_EVERY);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut housekeeping = tokio::time::interval(KEY_RELOAD_EVERY);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen_version = None;
+    let mut store_down = false;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = tick.tick() => {
+            _ = sync.tick() => {
+                let result = match store.version(Ns::Revoked).await {
+                    Ok(v) if seen_version == Some(v) && !store_down => Ok(()),
+                    Ok(v) => sync_revocations(&*store, &revocations).await.map(|()| seen_version = Some(v)),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) if store_down => {
+                        store_down = false;
+                        tracing::info!("store reachable again; revocations resynced");
+                    }
+                    Err(e) if !store_down => {
+                        store_down = true;
+                        tracing::error!(error = %e, "store unreachable; checks go on with the last known revocations");
+                    }
+                    _ => {}
+                }
+            }
+            _ = housekeeping.tick() => {
                 if let Err(e) = tokens.reload_keys() {
                     tracing::error!(error = %e, "reloading keys failed; keeping the loaded ones");
                 }
                 revocations.prune();
+                if let Some(embedded) = store.as_embedded()
+                    && let Err(e) = embedded.sweep().await
+                {
+                    tracing::warn!(error = %e, "sweeping expired store entries failed");
+                }
             }
         }
     }

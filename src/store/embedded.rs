@@ -224,6 +224,10 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn as_embedded(&self) -> Option<&EmbeddedStore> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,11 @@ pub trait Store: Send + Sync {
 
     /// Reachability, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The embedded store, which needs periodic sweeping of expired entries.
+    fn as_embedded(&self) -> Option<&embedded::EmbeddedStore> {
+        None
+    }
 }
 
 /// Reads `key`, applies `f` to it, writes the result back atomically; retries on races.
@@ -117,8 +122,7 @@ pub async fn open(
         }
         StoreKind::Redis => {
             let url = cfg.store.url.as_deref().unwrap_or_default();
-            let _ = redis::RedisStore::connect(url, clock).await?;
-            return Err(StoreError::Unavailable("redis store not built yet".into()));
+            std::sync::Arc::new(redis::RedisStore::connect(url, clock).await?)
         }
     })
 }

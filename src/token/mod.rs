@@ -70,7 +70,7 @@ pub struct Claims {
     pub sid: String,
     #[serde(default)]
     pub amr: Vec<String>,
-    /// The backend credential, sealed (AEAD bound to `sid`); access tokens only.
+    /// The backend credential, sealed (AEAD bound to `sid`); access and MFA tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cred: Option<String>,
 }
@@ -147,7 +147,7 @@ pub struct TokenService {
     clock: Clock,
     keys: ArcSwap<KeySnapshot>,
     validation: Validation,
-    seal: LessSafeKey,
+    seal_key: LessSafeKey,
     cache: moka::sync::Cache<u128, Arc<Verified>>,
     hash_a: std::collections::hash_map::RandomState,
     hash_b: std::collections::hash_map::RandomState,
@@ -179,7 +179,7 @@ impl TokenService {
         let retention = t.refresh_ttl.as_secs().max(t.access_ttl.as_secs()) + t.leeway.as_secs();
         let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), retention)?;
         let seal_key = keys::load_or_create_seal_key(&cfg.store.path)?;
-        let seal = UnboundKey::new(&AES_256_GCM, &seal_key)
+        let seal_key = UnboundKey::new(&AES_256_GCM, &seal_key)
             .map(LessSafeKey::new)
             .map_err(|_| keys::KeyError::Generate)?;
         let mut validation = Validation::new(jwt_alg(t.algorithm));
@@ -204,7 +204,7 @@ impl TokenService {
             clock,
             keys: ArcSwap::from_pointee(snapshot),
             validation,
-            seal,
+            seal_key,
             cache,
             hash_a: Default::default(),
             hash_b: Default::default(),
@@ -245,7 +245,7 @@ impl TokenService {
     ) -> Result<(String, Claims), MintError> {
         let now = self.clock.now();
         let cred = match credential {
-            Some(c) if kind == Kind::Access => Some(self.seal_credential(sid, c)?),
+            Some(c) if kind != Kind::Refresh => Some(self.seal(sid, c)?),
             _ => None,
         };
         let claims = Claims {
@@ -331,8 +331,8 @@ impl TokenService {
             })?;
         let c = data.claims;
         let credential = match c.cred {
-            Some(sealed) if kind == Kind::Access => Some(
-                self.unseal_credential(&c.sid, &sealed)
+            Some(sealed) if kind != Kind::Refresh => Some(
+                self.unseal(&c.sid, &sealed)
                     .ok_or(TokenError::Invalid("invalid token"))?,
             ),
             Some(_) => return Err(TokenError::Invalid("invalid token")),
@@ -354,19 +354,16 @@ impl TokenService {
         })
     }
 
-    /// AEAD-seals a backend credential, bound to the session id.
-    pub fn seal_credential(
-        &self,
-        sid: &str,
-        credential: &SecretString,
-    ) -> Result<String, MintError> {
+    /// AEAD-seals a secret (a backend credential, a TOTP secret) under the server-only key,
+    /// bound to `context` (the session id, `totp:<user>`): it opens under that context only.
+    pub fn seal(&self, context: &str, secret: &SecretString) -> Result<String, MintError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| MintError::Seal)?;
-        let mut buf = credential.expose_secret().as_bytes().to_vec();
-        self.seal
+        let mut buf = secret.expose_secret().as_bytes().to_vec();
+        self.seal_key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(sid.as_bytes()),
+                Aad::from(context.as_bytes()),
                 &mut buf,
             )
             .map_err(|_| MintError::Seal)?;
@@ -375,8 +372,8 @@ impl TokenService {
         Ok(URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// Opens a sealed credential; `None` if it was tampered with or belongs to another session.
-    pub fn unseal_credential(&self, sid: &str, sealed: &str) -> Option<SecretString> {
+    /// Opens a sealed secret; `None` if it was tampered with or belongs to another context.
+    pub fn unseal(&self, context: &str, sealed: &str) -> Option<SecretString> {
         let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
@@ -385,8 +382,8 @@ impl TokenService {
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = ct.to_vec();
         let plain = self
-            .seal
-            .open_in_place(nonce, Aad::from(sid.as_bytes()), &mut buf)
+            .seal_key
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
             .ok()?;
         let text = std::str::from_utf8(plain).ok()?;
         Some(SecretString::from(text.to_owned()))

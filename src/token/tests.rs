@@ -206,8 +206,8 @@ fn sealed_credential_is_bound_to_its_session() {
         v.credential.as_ref().unwrap().expose_secret(),
         cred.expose_secret()
     );
-    assert!(svc.unseal_credential("s2", &sealed).is_none());
-    assert!(svc.unseal_credential("s1", "AAAA").is_none());
+    assert!(svc.unseal("s2", &sealed).is_none());
+    assert!(svc.unseal("s1", "AAAA").is_none());
 }
 
 #[test]

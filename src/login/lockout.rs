@@ -1,0 +1,94 @@
+//! Lockout against guessing: failures are counted per user and per client address over
+//! `lockout.window`; at `max_failures` the key is locked for `lock_for`. Password and OTP
+//! steps share the counters. State lives in the store, so replicas share it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config;
+use crate::store::{Ns, Store, StoreError, update};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    /// Times of recent failures (within the window).
+    failures: Vec<u64>,
+    locked_until: u64,
+}
+
+pub struct Lockout {
+    max_failures: usize,
+    window: u64,
+    lock_for: u64,
+}
+
+/// The keys one attempt counts against.
+pub fn keys(user: &str, client: std::net::IpAddr) -> [String; 2] {
+    [format!("user:{user}"), format!("ip:{client}")]
+}
+
+fn decode(raw: Option<&[u8]>) -> Record {
+    raw.and_then(|r| serde_json::from_slice(r).ok())
+        .unwrap_or_default()
+}
+
+impl Lockout {
+    pub fn new(cfg: &config::Lockout) -> Self {
+        Self {
+            max_failures: cfg.max_failures as usize,
+            window: cfg.window.as_secs(),
+            lock_for: cfg.lock_for.as_secs(),
+        }
+    }
+
+    /// Seconds until the earliest of `keys` unlocks, if any is locked.
+    pub async fn locked(
+        &self,
+        store: &dyn Store,
+        keys: &[String],
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut wait = None;
+        for key in keys {
+            let rec = decode(store.get(Ns::Lockout, key).await?.as_deref());
+            if rec.locked_until > now {
+                wait = Some(wait.unwrap_or(0).max(rec.locked_until - now));
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Counts a failure against each key; returns the lock duration if this locked any.
+    pub async fn fail(
+        &self,
+        store: &dyn Store,
+        keys: &[String],
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut locked = None;
+        for key in keys {
+            let (max, window, lock_for) = (self.max_failures, self.window, self.lock_for);
+            let newly = update(store, Ns::Lockout, key, |raw| {
+                let mut rec = decode(raw);
+                rec.failures.retain(|&t| t + window > now);
+                rec.failures.push(now);
+                let mut newly = false;
+                if rec.failures.len() >= max && rec.locked_until <= now {
+                    rec.locked_until = now + lock_for;
+                    rec.failures.clear();
+                    newly = true;
+                }
+                let expires = now + window.max(lock_for) + 1;
+                (serde_json::to_vec(&rec).ok(), expires, newly)
+            })
+            .await?;
+            if newly {
+                locked = Some(self.lock_for);
+            }
+        }
+        Ok(locked)
+    }
+
+    /// Forgets the failures of `key` (after a successful login of that user).
+    pub async fn clear(&self, store: &dyn Store, key: &str) -> Result<(), StoreError> {
+        store.delete(Ns::Lockout, key).await
+    }
+}

@@ -1,0 +1,169 @@
+//! TOTP (RFC 6238: SHA-1, 6 digits, 30 s steps, one step of skew) and recovery codes.
+//! The per-user record is stored as JSON with the TOTP secret sealed (AEAD, server key, bound
+//! to the user) and recovery codes as SHA-256 digests. Pure functions: the flows in `login`
+//! do the storing, so the replay guard (`last_step`) is updated atomically there.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, TOTP};
+
+pub const STEP: u64 = 30;
+pub const RECOVERY_CODES: usize = 10;
+
+/// A user's second factor as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MfaRecord {
+    /// Base32 TOTP secret, sealed with context `totp:<user>`.
+    pub secret: String,
+    /// False between enroll and confirm.
+    pub enabled: bool,
+    /// SHA-256 (hex) of each unused recovery code.
+    pub recovery: Vec<String>,
+    /// Highest TOTP step accepted so far (replay guard).
+    pub last_step: u64,
+}
+
+pub fn seal_context(user: &str) -> String {
+    format!("totp:{user}")
+}
+
+/// Builds the RFC 6238 generator for `secret_b32` (also gives the otpauth URL and QR code).
+pub fn totp(secret_b32: &SecretString, issuer: &str, user: &str) -> Option<TOTP> {
+    let bytes = totp_rs::Secret::Encoded(secret_b32.expose_secret().to_owned())
+        .to_bytes()
+        .ok()?;
+    TOTP::new(
+        Algorithm::SHA1,
+        6,
+        1,
+        STEP,
+        bytes,
+        Some(issuer.to_owned()),
+        user.to_owned(),
+    )
+    .ok()
+}
+
+/// A fresh random secret, base32 (160 bits, as RFC 4226 recommends).
+pub fn new_secret() -> SecretString {
+    let bytes = rand::random::<[u8; 20]>().to_vec();
+    SecretString::from(totp_rs::Secret::Raw(bytes).to_encoded().to_string())
+}
+
+/// The step `code` matches at time `now` (one step of skew either way), if it is newer than
+/// `last_step`. Comparison is constant-time.
+pub fn matching_step(totp: &TOTP, code: &str, now: u64, last_step: u64) -> Option<u64> {
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let current = now / STEP;
+    let mut found = None;
+    for step in [current.saturating_sub(1), current, current + 1] {
+        let expected = totp.generate(step * STEP);
+        if bool::from(expected.as_bytes().ct_eq(code.as_bytes())) && step > last_step {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+/// Ten fresh recovery codes (80 bits each, `xxxx-xxxx-xxxx-xxxx`), and their digests.
+pub fn new_recovery_codes(user: &str) -> (Vec<String>, Vec<String>) {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789"; // no 0/o, 1/l/i
+    let codes: Vec<String> = (0..RECOVERY_CODES)
+        .map(|_| {
+            let chars: Vec<u8> = (0..16)
+                .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())])
+                .collect();
+            chars
+                .chunks(4)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+                .join("-")
+        })
+        .collect();
+    let digests = codes.iter().map(|c| recovery_digest(user, c)).collect();
+    (codes, digests)
+}
+
+/// Digest of a recovery code as typed (case, spaces and dashes ignored).
+pub fn recovery_digest(user: &str, code: &str) -> String {
+    let normal: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("authgate-recovery\u{0}{user}\u{0}{normal}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Index of the recovery code matching `code`, compared in constant time.
+pub fn matching_recovery(record: &MfaRecord, user: &str, code: &str) -> Option<usize> {
+    let digest = recovery_digest(user, code);
+    let mut found = None;
+    for (i, d) in record.recovery.iter().enumerate() {
+        if bool::from(d.as_bytes().ct_eq(digest.as_bytes())) {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// RFC 6238 appendix B, SHA-1 key "12345678901234567890", truncated to 6 digits.
+    #[test]
+    fn rfc6238_vectors() {
+        let secret = SecretString::from(
+            totp_rs::Secret::Raw(b"12345678901234567890".to_vec())
+                .to_encoded()
+                .to_string(),
+        );
+        let t = totp(&secret, "NethVoice", "alice").unwrap();
+        for (time, code) in [
+            (59, "287082"),
+            (1111111109, "081804"),
+            (1111111111, "050471"),
+            (1234567890, "005924"),
+            (2000000000, "279037"),
+        ] {
+            assert_eq!(t.generate(time), code);
+        }
+        assert_eq!(matching_step(&t, "287082", 59, 0), Some(1));
+        // One step of skew either way, not two.
+        assert_eq!(matching_step(&t, "287082", 59 + 30, 0), Some(1));
+        assert_eq!(matching_step(&t, "287082", 59 + 60, 0), None);
+        // Replay guard.
+        assert_eq!(matching_step(&t, "287082", 59, 1), None);
+        assert_eq!(matching_step(&t, "28708", 59, 0), None);
+        assert_eq!(matching_step(&t, "abcdef", 59, 0), None);
+    }
+
+    #[test]
+    fn recovery_codes_are_distinct_and_match_loosely() {
+        let (codes, digests) = new_recovery_codes("alice");
+        assert_eq!(codes.len(), 10);
+        let mut unique = codes.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 10);
+        let record = MfaRecord {
+            secret: String::new(),
+            enabled: true,
+            recovery: digests,
+            last_step: 0,
+        };
+        assert_eq!(matching_recovery(&record, "alice", &codes[3]), Some(3));
+        let typed = codes[3].to_uppercase().replace('-', " ");
+        assert_eq!(matching_recovery(&record, "alice", &typed), Some(3));
+        assert_eq!(matching_recovery(&record, "bob", &codes[3]), None);
+        assert_eq!(matching_recovery(&record, "alice", "nope"), None);
+    }
+}
