@@ -5,9 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use authgate::clock::Clock;
-use authgate::config::Config;
-use authgate::server::{Running, start_with_clock};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
@@ -18,60 +15,36 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::{Value, json};
 
-const T0: u64 = 1_800_000_000;
+#[path = "support/app.rs"]
+mod app;
+use app::T0;
 
-struct TestApp {
-    _dir: tempfile::TempDir,
-    clock: Clock,
-    running: Option<Running>,
-    http: reqwest::Client,
-    base: String,
+/// [`app::TestApp`] plus an ext_authz gRPC client.
+struct ApiApp {
+    app: app::TestApp,
     grpc: AuthorizationClient<tonic::transport::Channel>,
 }
 
-impl TestApp {
+impl std::ops::Deref for ApiApp {
+    type Target = app::TestApp;
+    fn deref(&self) -> &app::TestApp {
+        &self.app
+    }
+}
+
+impl ApiApp {
     async fn start(extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let users = dir.path().join("users");
-        authgate::backend::file::set_user(&users, "alice", "alice password").unwrap();
-        let text = format!(
-            "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"file\"\nusers_file = {users:?}\n[store]\npath = {:?}\n{extra}",
-            dir.path().join("data")
-        );
-        let cfg = Config::from_toml_str(&text).unwrap();
-        let clock = Clock::manual(T0);
-        let running = start_with_clock(cfg, clock.clone()).await.unwrap();
-        let base = format!("http://{}", running.http_addr);
-        let grpc = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
+        let app = app::TestApp::start(extra).await;
+        let grpc = AuthorizationClient::connect(format!("http://{}", app.running().grpc_addr))
             .await
             .unwrap();
-        Self {
-            _dir: dir,
-            clock,
-            running: Some(running),
-            http: reqwest::Client::new(),
-            base,
-            grpc,
-        }
-    }
-
-    fn running(&self) -> &Running {
-        self.running.as_ref().unwrap()
-    }
-
-    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/auth/login", self.base))
-            .json(&json!({"username": user, "password": password}))
-            .send()
-            .await
-            .unwrap()
+        Self { app, grpc }
     }
 
     async fn tokens(&self) -> Value {
-        let resp = self.login("alice", "alice password").await;
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
+        let reply = self.login("alice", app::ALICE_PASSWORD).await;
+        assert_eq!(reply.status, 200);
+        reply.body
     }
 
     /// The check over HTTP (Envoy HTTP style: original path under /authz).
@@ -122,13 +95,6 @@ impl TestApp {
         let g = self.check(method, path, headers).await;
         assert_eq!(h, g, "gRPC and HTTP disagree on {method} {path}");
         h
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Servers stop with the runtime; nothing else to clean.
-        let _ = self.running.take();
     }
 }
 
@@ -221,11 +187,11 @@ fn b64(v: &Value) -> String {
 
 #[tokio::test]
 async fn login_returns_rfc6749_tokens() {
-    let app = TestApp::start("").await;
-    let resp = app.login("alice", "alice password").await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["cache-control"], "no-store");
-    let body: Value = resp.json().await.unwrap();
+    let app = ApiApp::start("").await;
+    let resp = app.login("alice", app::ALICE_PASSWORD).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.headers["cache-control"], "no-store");
+    let body = resp.body;
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["refresh_expires_in"], 30 * 86400);
@@ -264,18 +230,18 @@ async fn login_returns_rfc6749_tokens() {
 
 #[tokio::test]
 async fn wrong_user_and_wrong_password_look_the_same() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     let a = app.login("alice", "nope").await;
-    let (sa, ba) = (a.status(), a.text().await.unwrap());
+    let (sa, ba) = (a.status, a.body);
     let b = app.login("mallory", "nope").await;
-    let (sb, bb) = (b.status(), b.text().await.unwrap());
+    let (sb, bb) = (b.status, b.body);
     assert_eq!(sa, 401);
     assert_eq!((sa, &ba), (sb, &bb));
 }
 
 #[tokio::test]
 async fn bad_login_input_is_a_clear_400_or_413() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     let url = format!("{}/auth/login", app.base);
     let cases: Vec<(Option<&str>, String, u16)> = vec![
         (None, r#"{"username":"alice","password":"x"}"#.into(), 400),
@@ -329,7 +295,7 @@ async fn bad_login_input_is_a_clear_400_or_413() {
 
 #[tokio::test]
 async fn grpc_and_http_agree_on_every_case() {
-    let app = TestApp::start("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n").await;
+    let app = ApiApp::start("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n").await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap().to_owned();
     let refresh = t["refresh_token"].as_str().unwrap().to_owned();
@@ -438,7 +404,7 @@ async fn grpc_and_http_agree_on_every_case() {
 
 #[tokio::test]
 async fn query_token_is_accepted_and_stripped_over_grpc() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap();
     let req = CheckRequest {
@@ -466,7 +432,7 @@ async fn query_token_is_accepted_and_stripped_over_grpc() {
 
 #[tokio::test]
 async fn logout_revokes_the_session_on_every_path_at_once() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap();
     let auth = format!("Bearer {access}");
@@ -511,7 +477,7 @@ async fn logout_revokes_the_session_on_every_path_at_once() {
 
 #[tokio::test]
 async fn api_routes_refuse_wrong_token_kinds() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     let t = app.tokens().await;
     let refresh = t["refresh_token"].as_str().unwrap();
     let resp = app
@@ -537,7 +503,7 @@ async fn api_routes_refuse_wrong_token_kinds() {
 
 #[tokio::test]
 async fn health_readiness_and_drain() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     let get = |p: &'static str| {
         let url = format!("{}{p}", app.base);
         let c = app.http.clone();
@@ -582,8 +548,8 @@ async fn health_readiness_and_drain() {
 
 #[tokio::test]
 async fn shutdown_finishes_and_frees_the_ports() {
-    let mut app = TestApp::start("").await;
-    let running = app.running.take().unwrap();
+    let mut app = ApiApp::start("").await;
+    let running = app.app.running.take().unwrap();
     let addr = running.http_addr;
     tokio::time::timeout(Duration::from_secs(5), running.shutdown())
         .await
@@ -593,7 +559,7 @@ async fn shutdown_finishes_and_frees_the_ports() {
 
 #[tokio::test]
 async fn metrics_count_decisions_by_transport() {
-    let app = TestApp::start("").await;
+    let app = ApiApp::start("").await;
     app.both("GET", "/api", &[]).await;
     let text = app
         .http
