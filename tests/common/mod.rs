@@ -753,10 +753,15 @@ impl Authgate {
         }
     }
 
-    pub async fn shutdown(mut self) {
+    /// Stops authgate (idempotent); the proxy in front then has nobody to ask.
+    pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop().await;
     }
 }
 
@@ -1008,6 +1013,7 @@ impl Stack {
             Check::PathTricks => self.check_path_tricks().await,
             Check::SpoofedIdentityWithoutToken => self.check_spoofed_identity().await,
             Check::CookieToken => self.check_cookie_token().await,
+            Check::FailClosedWithoutAuthgate => self.check_fail_closed().await,
         }
     }
 
@@ -1445,6 +1451,38 @@ impl Stack {
         self.expect_upstream_untouched("spoofed identity / original URI", before)
     }
 
+    /// With authgate gone, nothing gets through: Envoy answers 503 (`status_on_error`),
+    /// nginx 500 (what auth_request makes of a failed subrequest).
+    async fn check_fail_closed(&mut self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let header = format!("Bearer {}", tokens.access);
+        self.authgate.stop().await;
+        let before = self.echo.count();
+        for (target, headers) in [
+            ("/api/x", vec![("Authorization", header.as_str())]),
+            ("/api/x", vec![]),
+        ] {
+            let resp = self.get(target, &headers).await?;
+            eprintln!(
+                "[{}] authgate down, {} header(s): {}",
+                self.kind.name(),
+                headers.len(),
+                resp.status
+            );
+            let expected: &[u16] = match self.kind {
+                ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => &[503],
+                ProxyKind::Nginx => &[500, 502, 503],
+            };
+            ensure!(
+                expected.contains(&resp.status),
+                "authgate down, {} header(s): expected {expected:?}, got {}",
+                headers.len(),
+                resp.describe()
+            );
+        }
+        self.expect_upstream_untouched("authgate down", before)
+    }
+
     async fn check_cookie_token(&self) -> anyhow::Result<()> {
         let tokens = self.login().await?;
         let sid = jwt_part(&tokens.access, 1)["sid"]
@@ -1496,6 +1534,8 @@ pub enum Check {
     PublicRoutes,
     PathTricks,
     SpoofedIdentityWithoutToken,
+    /// Stops authgate: must come last.
+    FailClosedWithoutAuthgate,
 }
 
 impl Check {
@@ -1509,5 +1549,6 @@ impl Check {
         Check::PublicRoutes,
         Check::PathTricks,
         Check::SpoofedIdentityWithoutToken,
+        Check::FailClosedWithoutAuthgate,
     ];
 }
