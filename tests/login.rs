@@ -8,14 +8,16 @@
 mod app;
 #[path = "support/nethcti_sim.rs"]
 mod nethcti_sim;
+#[path = "support/totp.rs"]
+mod totp;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use app::{ALICE_PASSWORD, T0, TestApp};
-use aws_lc_rs::hmac;
 use serde_json::{Value, json};
+use totp::totp;
 
 /// Everything authgate logs in this test binary, as JSON lines.
 fn log() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -65,43 +67,6 @@ fn assert_event(event: &str, user: &str) {
             && v["client"].is_string()
     });
     assert!(found, "no {event} event for {user}");
-}
-
-/// RFC 4648 base32 (no padding), as authenticator apps read the secret.
-fn base32_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
-    for c in s.trim_end_matches('=').bytes() {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c.to_ascii_uppercase())
-            .unwrap() as u32;
-        value = (value << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((value >> bits) as u8);
-        }
-    }
-    out
-}
-
-/// RFC 6238 TOTP, SHA-1, 6 digits, 30 s steps (RFC 4226 dynamic truncation).
-fn totp(secret_b32: &str, unix: u64) -> String {
-    let key = hmac::Key::new(
-        hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        &base32_decode(secret_b32),
-    );
-    let tag = hmac::sign(&key, &(unix / 30).to_be_bytes());
-    let h = tag.as_ref();
-    let offset = (h[19] & 0x0f) as usize;
-    let bin = u32::from_be_bytes([
-        h[offset] & 0x7f,
-        h[offset + 1],
-        h[offset + 2],
-        h[offset + 3],
-    ]);
-    format!("{:06}", bin % 1_000_000)
 }
 
 #[test]
