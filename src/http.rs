@@ -41,6 +41,7 @@ pub struct AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/authz", any(authz))
+        .route("/authz/", any(authz))
         .route("/authz/{*path}", any(authz))
         .route("/auth/login", post(login))
         .route("/auth/login/otp", post(login_otp))
@@ -217,20 +218,20 @@ async fn authz(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let original_uri = headers.get("x-original-uri").and_then(|v| v.to_str().ok());
+    // nginx asks exactly `/authz` and names the request in X-Original-URI; Envoy's HTTP mode
+    // puts the request path under the prefix, and then a client-sent X-Original-URI (should
+    // the proxy forward one) is ignored.
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = match original_uri {
-        Some(p) => p,
-        None => match path_and_query.strip_prefix("/authz") {
-            Some(rest) if rest.starts_with('/') => rest,
-            Some(rest) if rest.is_empty() || rest.starts_with('?') => "/",
-            _ => "/",
-        },
+    let under_prefix = path_and_query.strip_prefix("/authz").unwrap_or("");
+    let original = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (method, path) = if under_prefix.starts_with('/') {
+        (method.as_str(), under_prefix)
+    } else {
+        (
+            original("x-original-method").unwrap_or(method.as_str()),
+            original("x-original-uri").unwrap_or("/"),
+        )
     };
-    let method = headers
-        .get("x-original-method")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(method.as_str());
     let decision = if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
         Decision::Deny(Denial::Malformed)
     } else {

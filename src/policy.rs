@@ -129,28 +129,44 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// The readings of `path` a backend might make: decoded once, decoded until stable, and with
-/// `;` segment parameters dropped. All normalised.
-fn interpretations(path: &str) -> Vec<String> {
-    let once = decode(path);
-    let mut out = vec![normalise(&once)];
-    let mut current = once.into_owned();
+/// The readings of `path` a backend might make: percent-decoded once or until stable, `\\`
+/// as a separator or as a plain character (nginx keeps it, some backends split on it), `;`
+/// segment parameters kept or dropped. All normalised. A plain path is its only reading.
+fn interpretations(path: &str) -> Vec<Cow<'_, str>> {
+    let plain = path.starts_with('/')
+        && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
+        && !path.contains("/.")
+        && !path.contains("//");
+    if plain {
+        return vec![Cow::Borrowed(path)];
+    }
+    let once = decode(path).into_owned();
+    let mut full = once.clone();
     for _ in 0..4 {
-        let next = decode(&current);
-        if next == current {
+        let next = decode(&full);
+        if next == full {
             break;
         }
-        current = next.into_owned();
+        full = next.into_owned();
     }
-    out.push(normalise(&current));
-    if current.contains(';') {
-        let stripped: Vec<&str> = current
-            .split('/')
-            .map(|seg| seg.split(';').next().unwrap_or(""))
-            .collect();
-        out.push(normalise(&stripped.join("/")));
+    let mut out: Vec<Cow<'_, str>> = Vec::new();
+    for decoded in [&once, &full] {
+        let without_params = decoded.contains(';').then(|| {
+            decoded
+                .split('/')
+                .map(|seg| seg.split(';').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("/")
+        });
+        for variant in std::iter::once(decoded).chain(without_params.as_ref()) {
+            for backslash_separates in [false, true] {
+                let n = normalise_with(variant, backslash_separates);
+                if !out.iter().any(|o| *o == n) {
+                    out.push(Cow::Owned(n));
+                }
+            }
+        }
     }
-    out.dedup();
     out
 }
 
@@ -158,11 +174,18 @@ fn decode(s: &str) -> Cow<'_, str> {
     percent_decode_str(s).decode_utf8_lossy()
 }
 
-/// Resolves `\`, empty and dot segments; the result starts with `/` and has no `//`.
+/// Resolves `\\`, empty and dot segments; the result starts with `/` and has no `//`.
 pub fn normalise(path: &str) -> String {
+    normalise_with(path, true)
+}
+
+fn normalise_with(path: &str, backslash_separates: bool) -> String {
+    let unified: Cow<'_, str> = if backslash_separates && path.contains('\\') {
+        Cow::Owned(path.replace('\\', "/"))
+    } else {
+        Cow::Borrowed(path)
+    };
     let mut segments: Vec<&str> = Vec::new();
-    let unified = path.replace('\\', "/");
-    let ends_with_slash = unified.ends_with('/');
     for seg in unified.split('/') {
         match seg {
             "" | "." => {}
@@ -177,11 +200,8 @@ pub fn normalise(path: &str) -> String {
         out.push('/');
         out.push_str(s);
     }
-    let last_is_dot = unified
-        .rsplit('/')
-        .next()
-        .is_some_and(|s| s == "." || s == "..");
-    if out.is_empty() || ends_with_slash || last_is_dot {
+    let last = unified.rsplit('/').next().unwrap_or("");
+    if out.is_empty() || last.is_empty() || last == "." || last == ".." {
         out.push('/');
     }
     out
@@ -391,6 +411,9 @@ mod tests {
             "/auth/..%252Fadmin",
             "/auth/..;/admin",
             "/auth\\..\\admin",
+            "/auth\\admin",
+            "/auth%5Cadmin",
+            "/auth%5C..%5Cadmin",
             "/.well-known/../admin",
             "/auth/./../admin",
         ] {

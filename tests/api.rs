@@ -580,3 +580,21 @@ async fn metrics_count_decisions_by_transport() {
     );
     assert!(text.contains("authgate_check_duration_seconds_count"));
 }
+
+#[tokio::test]
+async fn original_uri_is_believed_only_from_the_nginx_form() {
+    let app = ApiApp::start("").await;
+    let ask = |path: &'static str| {
+        let req = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .header("x-original-uri", "/auth/login")
+            .header("x-original-method", "POST");
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // nginx form: exactly /authz, the request is named by the headers.
+    assert_eq!(ask("/authz").await, 200);
+    // Envoy form: the path under the prefix decides; a smuggled header changes nothing.
+    assert_eq!(ask("/authz/admin").await, 401);
+    assert_eq!(ask("/authz/").await, 401);
+}

@@ -83,7 +83,8 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// Reads `key`, applies `f` to it, writes the result back atomically; retries on races.
+/// Reads `key`, applies `f` to it, writes the result back atomically; retries on races with
+/// a short random pause, so replicas racing on one key (lockout counters) take turns.
 /// `f` returns the new value (None deletes), its expiry, and a result to hand back.
 pub async fn update<T>(
     store: &dyn Store,
@@ -91,7 +92,7 @@ pub async fn update<T>(
     key: &str,
     mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, u64, T),
 ) -> Result<T, StoreError> {
-    for _ in 0..16 {
+    for attempt in 0..32u32 {
         let current = store.get(ns, key).await?;
         let (new, expires_at, out) = f(current.as_deref());
         if new.as_deref() == current.as_deref() {
@@ -103,6 +104,8 @@ pub async fn update<T>(
         {
             return Ok(out);
         }
+        let jitter = rand::random_range(0..=(1u64 << attempt.min(5)));
+        tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
     }
     Err(StoreError::Unavailable(format!(
         "too much contention on {}",

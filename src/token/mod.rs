@@ -163,10 +163,19 @@ fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
     }
 }
 
-/// Cheap shape check before any parsing: three base64url segments, bounded length.
+/// Whether `token` is a credential at all: bounded length, RFC 6750 `b64token` characters.
+/// Failing this is a malformed request; passing it but not being our JWT is a bad token.
 fn well_formed(token: &str) -> bool {
-    token.len() <= MAX_TOKEN_LEN
-        && token.bytes().filter(|&b| b == b'.').count() == 2
+    !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+        })
+}
+
+/// Three base64url segments, as every JWS in compact form.
+fn jws_shaped(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -304,7 +313,12 @@ impl TokenService {
     }
 
     fn verify_cold(&self, token: &str) -> Result<Verified, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if !jws_shaped(token) {
+            return Err(TokenError::Invalid("not a JWT"));
+        }
+        // Unparseable headers include `alg: none`, which jsonwebtoken does not even model.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("invalid token header"))?;
         if header.alg != jwt_alg(self.alg) {
             return Err(TokenError::Invalid("unexpected signing algorithm"));
         }
