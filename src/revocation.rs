@@ -39,9 +39,29 @@ impl Revocations {
         });
     }
 
-    /// Replaces the whole set (full resync from the store).
-    pub fn replace(&self, entries: HashMap<Arc<str>, u64>) {
-        self.set.store(Arc::new(entries));
+    /// Adds what the store knows (a full resync). Revocation only ever grows until expiry,
+    /// so merging is always right, and a store that lost data cannot un-revoke a session.
+    pub fn merge(&self, entries: HashMap<Arc<str>, u64>) {
+        let current = self.set.load();
+        let news = entries
+            .iter()
+            .any(|(sid, until)| current.get(sid).is_none_or(|u| u < until));
+        if !news {
+            return;
+        }
+        self.set.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            for (sid, &until) in &entries {
+                let entry = next.entry(sid.clone()).or_insert(until);
+                *entry = (*entry).max(until);
+            }
+            next
+        });
+    }
+
+    /// Every entry, for re-publishing to a store that came back empty.
+    pub fn entries(&self) -> Vec<(Arc<str>, u64)> {
+        self.set.load().iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Drops entries whose tokens have all expired.
@@ -85,5 +105,16 @@ mod tests {
         assert!(r.is_revoked("s1"));
         assert!(!r.is_revoked("s2"));
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn merge_never_forgets() {
+        let r = Revocations::new(Clock::manual(100));
+        r.revoke("local", 500);
+        r.merge(HashMap::from([(Arc::from("remote"), 300), (Arc::from("local"), 200)]));
+        assert!(r.is_revoked("local") && r.is_revoked("remote"));
+        let mut entries = r.entries();
+        entries.sort();
+        assert_eq!(entries, vec![(Arc::from("local"), 500), (Arc::from("remote"), 300)]);
     }
 }

@@ -153,7 +153,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     })
 }
 
-/// Replaces the in-memory revocation set with the store's (a full resync).
+/// Merges the store's revocations into the in-memory set (a full resync).
 async fn sync_revocations(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
     let entries = store
         .scan(Ns::Revoked)
@@ -164,7 +164,18 @@ async fn sync_revocations(store: &dyn Store, revocations: &Revocations) -> Resul
             Some((Arc::<str>::from(sid), until))
         })
         .collect();
-    revocations.replace(entries);
+    revocations.merge(entries);
+    Ok(())
+}
+
+/// After an outage the store may have lost data (a Redis restarted without persistence):
+/// writes back what this replica knows, so replicas started later learn it too.
+async fn republish_revocations(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
+    for (sid, until) in revocations.entries() {
+        store
+            .put(Ns::Revoked, &sid, until.to_string().as_bytes(), until)
+            .await?;
+    }
     Ok(())
 }
 
@@ -195,7 +206,8 @@ async fn background_loops(
                 match result {
                     Ok(()) if store_down => {
                         store_down = false;
-                        tracing::info!("store reachable again; revocations resynced");
+                        let healed = republish_revocations(&*store, &revocations).await;
+                        tracing::info!(republished = healed.is_ok(), "store reachable again; revocations resynced");
                     }
                     Err(e) if !store_down => {
                         store_down = true;
