@@ -244,12 +244,16 @@ mod tests {
         }
 
         fn check(&self, path: &str, headers: &[(&str, &str)]) -> Decision {
+            self.check_with("GET", path, headers)
+        }
+
+        fn check_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
             let h = H(headers
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect());
             self.checker.check(&Request {
-                method: "GET",
+                method,
                 path,
                 headers: &h,
             })
@@ -410,5 +414,31 @@ mod tests {
             denial(ed.bearer("/api", &t)),
             Denial::InvalidToken("unexpected signing algorithm")
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The check over arbitrary input: never panics, answers only 200/401/403, and every
+        /// denial renders as a valid header value and JSON.
+        #[test]
+        fn check_is_total(
+            method in "[A-Z]{0,8}",
+            path in "[ -~]{0,64}",
+            auth in "[ -~]{0,128}",
+            cookie in "[ -~]{0,64}",
+        ) {
+            let f = fixture_cached();
+            let d = f.check_with(&method, &path, &[("authorization", &auth), ("cookie", &cookie)]);
+            if let Decision::Deny(d) = d {
+                proptest::prop_assert!(matches!(d.status(), 401 | 403));
+                proptest::prop_assert!(http::HeaderValue::from_str(&d.www_authenticate()).is_ok());
+                proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&d.json_body()).is_ok());
+            }
+        }
+    }
+
+    fn fixture_cached() -> &'static Fixture {
+        static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        F.get_or_init(|| fixture(""))
     }
 }

@@ -39,10 +39,13 @@ pub struct AppState {
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    // The check answers only 200/401/403 (oversized credentials are a 401 there), so the
+    // header bound applies to the API alone.
+    let check = Router::new()
         .route("/authz", any(authz))
         .route("/authz/", any(authz))
-        .route("/authz/{*path}", any(authz))
+        .route("/authz/{*path}", any(authz));
+    let api = Router::new()
         .route("/auth/login", post(login))
         .route("/auth/login/otp", post(login_otp))
         .route("/auth/refresh", post(refresh))
@@ -58,8 +61,32 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn(limit_headers));
+    check
+        .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Largest total of request header names and values the API reads.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// 431 for requests whose headers are larger than any legitimate client sends.
+async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request",
+            "request headers too large",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// An error of the login API, rendered as RFC 6749-style JSON.

@@ -598,3 +598,81 @@ async fn original_uri_is_believed_only_from_the_nginx_form() {
     assert_eq!(ask("/authz/admin").await, 401);
     assert_eq!(ask("/authz/").await, 401);
 }
+
+#[tokio::test]
+async fn oversized_headers_are_431_on_the_api_and_401_on_the_check() {
+    let app = ApiApp::start("").await;
+    let big = "x".repeat(64 * 1024);
+    let r = app
+        .http
+        .post(format!("{}/auth/login", app.base))
+        .header("x-padding", &big)
+        .json(&json!({"username": "alice", "password": app::ALICE_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let r = app
+        .http
+        .get(format!("{}/authz/api", app.base))
+        .header("authorization", format!("Bearer {big}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="invalid_request""#)
+    );
+}
+
+/// Garbage of every shape into every body-taking route: a clear 4xx, never a 5xx, and the
+/// service still works afterwards.
+#[tokio::test]
+async fn garbage_bodies_get_4xx_and_change_nothing() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let app = ApiApp::start("").await;
+    let t = app.tokens().await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let mut runner = TestRunner::deterministic();
+    let bodies = proptest::prop_oneof![
+        proptest::string::string_regex(".{0,200}").unwrap(),
+        proptest::string::string_regex(
+            r#"\{("[a-z_]{1,12}":("[^"]{0,20}"|[0-9]{1,5}|null|\[\]|\{\}),?){0,4}\}"#
+        )
+        .unwrap(),
+    ];
+    for _ in 0..64 {
+        let body = bodies.new_tree(&mut runner).unwrap().current();
+        for path in [
+            "/auth/login",
+            "/auth/login/otp",
+            "/auth/refresh",
+            "/auth/2fa/confirm",
+            "/auth/2fa/disable",
+            "/auth/2fa/recovery-codes",
+        ] {
+            let r = app
+                .http
+                .post(format!("{}{path}", app.base))
+                .bearer_auth(&access)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            assert!((400..500).contains(&status), "{path} {body:?} -> {status}");
+        }
+    }
+    assert_eq!(app.app.authz("/api", Some(&access)).await.status, 200);
+    assert_eq!(
+        app.send("GET", "/auth/2fa/status", None, Some(&access))
+            .await
+            .body["enabled"],
+        false
+    );
+}
