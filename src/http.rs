@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -425,33 +426,50 @@ async fn refresh(
     Ok(no_store(pair))
 }
 
+/// The authenticated caller of an API route: a verified, unrevoked access token, and the
+/// client address (see [`client_ip`]).
+struct Caller {
+    token: Arc<Verified>,
+    client: IpAddr,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token = access_token(state, &parts.headers)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        Ok(Self {
+            token,
+            client: client_ip(state, peer, &parts.headers),
+        })
+    }
+}
+
 async fn logout(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let token = access_token(&state, &headers)?;
-    state
-        .login
-        .logout(&token, client_ip(&state, peer, &headers))
-        .await?;
+    state.login.logout(&caller.token, caller.client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let t = access_token(&state, &headers)?;
-    Ok(axum::Json(serde_json::json!({
+async fn me(caller: Caller) -> Response {
+    let t = caller.token;
+    axum::Json(serde_json::json!({
         "sub": &*t.sub, "sid": &*t.sid, "amr": t.amr, "exp": t.exp, "iat": t.iat,
     }))
-    .into_response())
+    .into_response()
 }
 
-async fn enroll(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let t = access_token(&state, &headers)?;
-    Ok(no_store(state.login.enroll(&t).await?))
+async fn enroll(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    Ok(no_store(state.login.enroll(&caller.token).await?))
 }
 
 #[derive(Deserialize)]
@@ -461,38 +479,30 @@ struct CodeBody {
 
 async fn confirm(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Response, ApiError> {
-    let t = access_token(&state, &headers)?;
     let codes = state
         .login
-        .confirm(&t, &body.code, client_ip(&state, peer, &headers))
+        .confirm(&caller.token, &body.code, caller.client)
         .await?;
     Ok(no_store(serde_json::json!({ "recovery_codes": codes })))
 }
 
 async fn disable(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<StatusCode, ApiError> {
-    let t = access_token(&state, &headers)?;
     state
         .login
-        .disable(&t, &body.code, client_ip(&state, peer, &headers))
+        .disable(&caller.token, &body.code, caller.client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn status(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let t = access_token(&state, &headers)?;
-    let (enabled, left) = state.login.status(&t).await?;
+async fn status(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    let (enabled, left) = state.login.status(&caller.token).await?;
     Ok(no_store(
         serde_json::json!({ "enabled": enabled, "recovery_codes_left": left }),
     ))
@@ -500,14 +510,12 @@ async fn status(
 
 async fn recovery_codes(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<CodeBody>,
 ) -> Result<Response, ApiError> {
-    let t = access_token(&state, &headers)?;
     let codes = state
         .login
-        .regenerate_codes(&t, &body.code, client_ip(&state, peer, &headers))
+        .regenerate_codes(&caller.token, &body.code, caller.client)
         .await?;
     Ok(no_store(serde_json::json!({ "recovery_codes": codes })))
 }

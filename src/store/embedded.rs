@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Ns, Store, StoreError};
+use super::{Ns, Store, StoreError, envelope, live};
 use crate::clock::Clock;
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -30,20 +30,6 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 
 fn full_key(ns: Ns, key: &str) -> String {
     format!("{}\u{0}{key}", ns.prefix())
-}
-
-fn envelope(value: &[u8], expires_at: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&expires_at.to_be_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
-/// The payload of a stored envelope if it has not expired at `now`.
-fn live(raw: &[u8], now: u64) -> Option<&[u8]> {
-    let (exp, value) = raw.split_at_checked(8)?;
-    let exp = u64::from_be_bytes(exp.try_into().ok()?);
-    (exp == 0 || exp > now).then_some(value)
 }
 
 impl EmbeddedStore {

@@ -83,6 +83,21 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// How both stores keep a value: its expiry (unix seconds, big-endian, 0 = never) first.
+pub(crate) fn envelope(value: &[u8], expires_at: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&expires_at.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The payload of a stored envelope if it has not expired at `now`.
+pub(crate) fn live(raw: &[u8], now: u64) -> Option<&[u8]> {
+    let (exp, value) = raw.split_at_checked(8)?;
+    let exp = u64::from_be_bytes(exp.try_into().ok()?);
+    (exp == 0 || exp > now).then_some(value)
+}
+
 /// Reads `key`, applies `f` to it, writes the result back atomically; retries on races with
 /// a short random pause, so replicas racing on one key (lockout counters) take turns.
 /// `f` returns the new value (None deletes), its expiry, and a result to hand back.

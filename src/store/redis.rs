@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script, Value};
 
-use super::{Ns, Store, StoreError};
+use super::{Ns, Store, StoreError, envelope, live};
 use crate::clock::Clock;
 
 /// Upper bound for one store call, reconnection included.
@@ -155,20 +155,6 @@ fn index_key(ns: Ns) -> String {
 
 fn version_key(ns: Ns) -> String {
     format!("authgate:_version:{}", ns.prefix())
-}
-
-fn envelope(value: &[u8], expires_at: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&expires_at.to_be_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
-/// The payload of a stored envelope if it has not expired at `now`.
-fn live(raw: &[u8], now: u64) -> Option<&[u8]> {
-    let (exp, value) = raw.split_at_checked(8)?;
-    let exp = u64::from_be_bytes(exp.try_into().ok()?);
-    (exp == 0 || exp > now).then_some(value)
 }
 
 /// A write as the Lua script sees it.
