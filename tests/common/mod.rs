@@ -1103,8 +1103,11 @@ impl Stack {
     async fn check_no_token(&self) -> anyhow::Result<()> {
         let before = self.echo.count();
         for method in ["GET", "POST"] {
-            let resp = request(self.addr, method, "/api/x", &[], Some(b"")).await?;
-            self.expect_denial(&format!("{method} /api/x without token"), &resp, 401, None)?;
+            // `/` too: under Envoy's HTTP mode it arrives as `/authz/`.
+            for path in ["/api/x", "/"] {
+                let resp = request(self.addr, method, path, &[], Some(b"")).await?;
+                self.expect_denial(&format!("{method} {path} without token"), &resp, 401, None)?;
+            }
         }
         self.expect_upstream_untouched("no token", before)
     }
