@@ -375,8 +375,13 @@ fn apply_env(
         let Some(rest) = name.strip_prefix("AUTHGATE_") else {
             continue;
         };
+        // Variables without `__` are not overrides: AUTHGATE_LOG, or the AUTHGATE_*_PORT
+        // service links Kubernetes injects for a Service named authgate-*.
+        if !rest.contains("__") {
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        if path.len() < 2 || path.iter().any(String::is_empty) {
+        if path.iter().any(String::is_empty) {
             return Err(ConfigError::invalid(
                 &name,
                 "expected AUTHGATE_<SECTION>__<KEY>",
@@ -501,6 +506,11 @@ cookie = "authgate_access"
             ("AUTHGATE_LOCKOUT__MAX_FAILURES".to_owned(), "7".to_owned()),
             ("AUTHGATE_TOKENS__ACCESS_TTL".to_owned(), "5m".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
+            ("AUTHGATE_LOG".to_owned(), "debug".to_owned()),
+            (
+                "AUTHGATE_REDIS_PORT".to_owned(),
+                "tcp://10.0.0.1:6379".to_owned(),
+            ),
         ];
         let c = Config::load(Some(std::path::Path::new("/dev/null")), env).unwrap();
         assert_eq!(c.backend.url, "http://127.0.0.1:9");

@@ -44,7 +44,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Start signing with a new key; old keys keep verifying until their tokens expire.
-    /// Running servers pick the new key up within 10 seconds.
+    /// Running servers pick the new key up within 10 seconds. Also creates the sealing key
+    /// (which never rotates) when the key directory has none yet.
     RotateKeys {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -117,7 +118,13 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let now = authgate::clock::Clock::system().now();
-            match authgate::token::keys::rotate(&cfg.store.path, cfg.tokens.algorithm, now) {
+            // Also creates the sealing key when missing, so a key directory prepared with this
+            // command (e.g. for a Kubernetes Secret) is complete. The sealing key never rotates.
+            let rotated =
+                authgate::token::keys::load_or_create_seal_key(&cfg.store.path).and_then(|_| {
+                    authgate::token::keys::rotate(&cfg.store.path, cfg.tokens.algorithm, now)
+                });
+            match rotated {
                 Ok(kid) => {
                     println!("new signing key {kid}");
                     ExitCode::SUCCESS

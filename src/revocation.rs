@@ -61,7 +61,11 @@ impl Revocations {
 
     /// Every entry, for re-publishing to a store that came back empty.
     pub fn entries(&self) -> Vec<(Arc<str>, u64)> {
-        self.set.load().iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.set
+            .load()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Drops entries whose tokens have all expired.
@@ -111,10 +115,16 @@ mod tests {
     fn merge_never_forgets() {
         let r = Revocations::new(Clock::manual(100));
         r.revoke("local", 500);
-        r.merge(HashMap::from([(Arc::from("remote"), 300), (Arc::from("local"), 200)]));
+        r.merge(HashMap::from([
+            (Arc::from("remote"), 300),
+            (Arc::from("local"), 200),
+        ]));
         assert!(r.is_revoked("local") && r.is_revoked("remote"));
         let mut entries = r.entries();
         entries.sort();
-        assert_eq!(entries, vec![(Arc::from("local"), 500), (Arc::from("remote"), 300)]);
+        assert_eq!(
+            entries,
+            vec![(Arc::from("local"), 500), (Arc::from("remote"), 300)]
+        );
     }
 }

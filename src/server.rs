@@ -170,7 +170,10 @@ async fn sync_revocations(store: &dyn Store, revocations: &Revocations) -> Resul
 
 /// After an outage the store may have lost data (a Redis restarted without persistence):
 /// writes back what this replica knows, so replicas started later learn it too.
-async fn republish_revocations(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
+async fn republish_revocations(
+    store: &dyn Store,
+    revocations: &Revocations,
+) -> Result<(), StoreError> {
     for (sid, until) in revocations.entries() {
         store
             .put(Ns::Revoked, &sid, until.to_string().as_bytes(), until)

@@ -247,3 +247,23 @@ fn wait_ready(url: &str, within: Duration) -> bool {
         false
     })
 }
+
+#[test]
+fn rotate_keys_prepares_a_complete_key_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(&["rotate-keys"], dir.path(), "");
+    assert_eq!(code, 0, "{out}");
+    let keys = dir.path().join("data/keys");
+    assert!(keys.join("seal.key").is_file());
+    let signing: Vec<_> = std::fs::read_dir(&keys)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(signing.len(), 1);
+    // A second rotation keeps the first key (retired, still verifying) and the seal key.
+    let seal = std::fs::read(keys.join("seal.key")).unwrap();
+    assert_eq!(run(&["rotate-keys"], dir.path(), "").0, 0);
+    assert_eq!(std::fs::read(keys.join("seal.key")).unwrap(), seal);
+    assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 3);
+}
