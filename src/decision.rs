@@ -11,13 +11,14 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::config::Access;
-use crate::policy::{self, Found, Headers, Policy};
+use crate::policy::{self, Found, Headers, Policy, Source};
 use crate::revocation::Revocations;
 use crate::token::{Kind, TokenError, TokenService};
 
 pub const X_AUTH_USER: &str = "x-auth-user";
 pub const X_AUTH_SESSION: &str = "x-auth-session";
 pub const AUTHORIZATION: &str = "authorization";
+pub const COOKIE: &str = "cookie";
 
 /// The facts of one request, as any proxy reports them.
 pub struct Request<'a> {
@@ -152,10 +153,10 @@ impl Checker {
                 ..Allow::default()
             });
         }
-        let token = match policy::find_token(route.sources, req.headers, req.path) {
+        let (token, source) = match policy::find_token(route.sources, req.headers, req.path) {
             Found::None => return Decision::Deny(Denial::NoToken),
             Found::Malformed => return Decision::Deny(Denial::Malformed),
-            Found::Token(t, _) => t,
+            Found::Token(t, source) => (t, source),
         };
         let verified = match self.tokens.verify(&token) {
             Ok(v) => v,
@@ -178,6 +179,15 @@ impl Checker {
         match &verified.credential {
             Some(c) => set_headers.push((AUTHORIZATION, c.expose_secret().to_owned())),
             None => remove_headers.push(AUTHORIZATION),
+        }
+        // A token from a cookie does not travel on to the backend either.
+        if source == Source::Cookie
+            && let Some(cookies) = req.headers.get(COOKIE)
+        {
+            match policy::without_cookie(cookies, &route.sources.cookie) {
+                Some(rest) => set_headers.push((COOKIE, rest)),
+                None => remove_headers.push(COOKIE),
+            }
         }
         Decision::Allow(Allow {
             user: Some(verified.sub.clone()),
@@ -315,6 +325,27 @@ mod tests {
                 .contains(&(AUTHORIZATION, "alice:15372d".into()))
         );
         assert!(a.remove_headers.is_empty());
+    }
+
+    #[test]
+    fn cookie_token_is_accepted_and_kept_from_the_backend() {
+        let f = fixture("");
+        let t = f.token(Kind::Access, &["pwd"]);
+        let a = allow(f.check(
+            "/api",
+            &[(
+                "cookie",
+                &format!("theme=dark; authgate_access={t}; lang=it"),
+            )],
+        ));
+        assert!(
+            a.set_headers
+                .contains(&(COOKIE, "theme=dark; lang=it".into())),
+            "{a:?}"
+        );
+        let a = allow(f.check("/api", &[("cookie", &format!("authgate_access={t}"))]));
+        assert!(a.remove_headers.contains(&COOKIE));
+        assert!(!a.set_headers.iter().any(|(k, _)| *k == COOKIE));
     }
 
     #[test]

@@ -318,6 +318,16 @@ fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
+/// The `Cookie` header without cookie `name`; `None` when nothing else is left.
+pub fn without_cookie(header: &str, name: &str) -> Option<String> {
+    let rest: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k != name))
+        .collect();
+    (!rest.is_empty()).then(|| rest.join("; "))
+}
+
 fn query_values<'a>(query: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
     query
         .split('&')

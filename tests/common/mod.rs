@@ -1503,15 +1503,15 @@ impl Stack {
         let seen = self.upstream_single("cookie token", before)?;
         self.expect_identity("cookie token", &seen, &sid)?;
         let forwarded = seen.headers.get("cookie").cloned().unwrap_or_default();
-        eprintln!(
-            "[{}] cookie token: upstream Cookie header {}",
-            self.kind.name(),
-            if forwarded.contains(&tokens.access) {
-                "still carries the token"
-            } else {
-                "no longer carries the token"
-            }
-        );
+        if self.kind == ProxyKind::Nginx {
+            // auth_request cannot rewrite the Cookie header conditionally: a known limit.
+            eprintln!("[nginx] cookie token: upstream Cookie header still carries the token");
+        } else {
+            ensure!(
+                forwarded == "theme=dark; lang=it",
+                "cookie token: upstream Cookie should keep the other cookies only, got {forwarded:?}"
+            );
+        }
         // A bad token in the cookie is refused like any other.
         let resp = self
             .get("/api/cookie", &[("Cookie", "authgate_access=not-a-jwt")])
