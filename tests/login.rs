@@ -391,6 +391,14 @@ async fn refresh_after_expiry_or_logout_fails() {
             .status,
         401
     );
+    // Still dead once the revocation entry itself has expired (the session record is gone).
+    app.clock.advance(3600);
+    assert_eq!(
+        app.post("/auth/refresh", json!({"refresh_token": refresh}))
+            .await
+            .status,
+        401
+    );
     let (_, refresh) = tokens(&app).await;
     app.clock.advance(30 * 86400 + 31);
     assert_eq!(

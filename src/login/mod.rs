@@ -97,6 +97,9 @@ pub struct LoginService {
     lockout: lockout::Lockout,
     totp_issuer: String,
     access_ttl: u64,
+    /// How long a revoked session id must stay in the revocation set: the longest an access
+    /// token of it can still be presented (its life plus the leeway, with a margin).
+    revoke_for: u64,
     refresh_ttl: u64,
 }
 
@@ -136,6 +139,7 @@ impl LoginService {
             lockout: lockout::Lockout::new(&cfg.lockout),
             totp_issuer: cfg.totp.issuer.clone(),
             access_ttl: cfg.tokens.access_ttl.as_secs(),
+            revoke_for: cfg.tokens.access_ttl.as_secs() + cfg.tokens.leeway.as_secs() + 60,
             refresh_ttl: cfg.tokens.refresh_ttl.as_secs(),
         }
     }
@@ -406,13 +410,14 @@ impl LoginService {
         client: IpAddr,
         reason: &'static str,
     ) -> Result<(), LoginError> {
-        // Every token of the session dies within refresh_ttl of now (refresh slides).
-        let until = self.now() + self.refresh_ttl + 60;
+        // Refresh tokens die with the session record; the revocation entry only has to outlast
+        // the access tokens already out, which keeps the hot-path set small.
+        let until = self.now() + self.revoke_for;
         self.revocations.revoke(sid, until);
+        self.store.delete(Ns::Session, sid).await?;
         self.store
             .put(Ns::Revoked, sid, until.to_string().as_bytes(), until)
             .await?;
-        self.store.delete(Ns::Session, sid).await?;
         tracing::info!(target: "security", event = "revoked", user, client = %client, sid, reason);
         Ok(())
     }
