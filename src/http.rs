@@ -368,12 +368,10 @@ struct LoginBody {
 
 async fn login(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let password = SecretString::from(body.password);
-    let client = client_ip(&state, peer, &headers);
     let outcome = state.login.login(&body.username, &password, client).await?;
     Ok(no_store(outcome))
 }
@@ -386,11 +384,9 @@ struct OtpBody {
 
 async fn login_otp(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<OtpBody>,
 ) -> Result<Response, ApiError> {
-    let client = client_ip(&state, peer, &headers);
     let pair = state
         .login
         .login_otp(&body.mfa_token, &body.code, client)
@@ -406,10 +402,9 @@ struct RefreshBody {
 /// Refresh token in `Authorization: Bearer` (as MikoPBX clients send it) or a JSON body.
 async fn refresh(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let client = client_ip(&state, peer, request.headers());
     let bearer = match bearer_token(request.headers()) {
         Found::Token(t, _) => Some(t.into_owned()),
         Found::Malformed => return Err(Denial::Malformed.into()),
@@ -441,14 +436,26 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let token = access_token(state, &parts.headers)?;
+        let ClientAddr(client) = ClientAddr::from_request_parts(parts, state).await?;
+        Ok(Self { token, client })
+    }
+}
+
+/// The client address of a request (see [`client_ip`]).
+struct ClientAddr(IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-        Ok(Self {
-            token,
-            client: client_ip(state, peer, &parts.headers),
-        })
+        Ok(Self(client_ip(state, peer, &parts.headers)))
     }
 }
 

