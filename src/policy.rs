@@ -303,7 +303,7 @@ fn bearer(value: &str) -> Bearer<'_> {
     }
     let token = rest.trim_start_matches(' ');
     // A proxy joins repeated headers with ','; two credentials is a malformed request.
-    if token.is_empty() || token.contains([',', ' ']) {
+    if token.is_empty() || token.bytes().any(|b| b == b',' || b == b' ') {
         return Bearer::Malformed;
     }
     Bearer::Token(token)

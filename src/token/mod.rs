@@ -7,9 +7,9 @@
 //! leeway. A verified token is cached (bounded by bytes) under a keyed 128-bit hash of its text;
 //! the cache stores the claims, so every hit re-checks expiry and can never extend a token's life.
 
+mod cache;
 pub mod keys;
 
-use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -95,15 +95,16 @@ impl Verified {
         self.amr.iter().any(|m| m == "otp")
     }
 
-    fn weight(&self) -> u32 {
-        let strings = self.sub.len() + self.sid.len() + self.jti.len();
-        let amr: usize = self.amr.iter().map(|m| m.len() + 24).sum();
+    /// Heap bytes this value holds, approximately (for the cache's memory bound).
+    fn approx_bytes(&self) -> usize {
+        // Each Arc<str> and allocation carries ~16 bytes of header; amr strings are small.
+        let strings = self.sub.len() + self.sid.len() + self.jti.len() + 3 * 16;
+        let amr: usize = self.amr.iter().map(|m| m.len() + 24 + 16).sum();
         let cred = self
             .credential
             .as_ref()
-            .map_or(0, |c| c.expose_secret().len());
-        // Entry, Arc headers and moka's per-entry bookkeeping (measured order of magnitude).
-        (std::mem::size_of::<Verified>() + strings + amr + cred + 160) as u32
+            .map_or(0, |c| c.expose_secret().len() + 16);
+        std::mem::size_of::<Verified>() + 16 + strings + amr + cred
     }
 }
 
@@ -148,9 +149,7 @@ pub struct TokenService {
     keys: ArcSwap<KeySnapshot>,
     validation: Validation,
     seal_key: LessSafeKey,
-    cache: moka::sync::Cache<u128, Arc<Verified>>,
-    hash_a: std::collections::hash_map::RandomState,
-    hash_b: std::collections::hash_map::RandomState,
+    cache: cache::VerifiedCache,
     rng: SystemRandom,
 }
 
@@ -166,11 +165,18 @@ fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
 /// Whether `token` is a credential at all: bounded length, RFC 6750 `b64token` characters.
 /// Failing this is a malformed request; passing it but not being our JWT is a bad token.
 fn well_formed(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= MAX_TOKEN_LEN
-        && token.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
-        })
+    const B64TOKEN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let b = i as u8;
+            t[i] = b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+            i += 1;
+        }
+        t
+    };
+    !token.is_empty() && token.len() <= MAX_TOKEN_LEN && token.bytes().all(|b| B64TOKEN[b as usize])
 }
 
 /// Three base64url segments, as every JWS in compact form.
@@ -199,10 +205,6 @@ impl TokenService {
         validation.validate_nbf = false;
         validation.leeway = 0;
         validation.required_spec_claims.clear();
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(t.cache_bytes)
-            .weigher(|_k: &u128, v: &Arc<Verified>| v.weight())
-            .build();
         Ok(Self {
             alg: t.algorithm,
             issuer: t.issuer.clone(),
@@ -214,9 +216,7 @@ impl TokenService {
             keys: ArcSwap::from_pointee(snapshot),
             validation,
             seal_key,
-            cache,
-            hash_a: Default::default(),
-            hash_b: Default::default(),
+            cache: cache::VerifiedCache::new(t.cache_bytes),
             rng: SystemRandom::new(),
         })
     }
@@ -277,23 +277,20 @@ impl TokenService {
         Ok((token, claims))
     }
 
-    fn cache_key(&self, token: &str) -> u128 {
-        let a = self.hash_a.hash_one(token) as u128;
-        let b = self.hash_b.hash_one(token) as u128;
-        (a << 64) | b
-    }
-
-    /// Verifies `token` (any kind); the caller decides whether the kind fits.
+    /// Verifies `token` (any kind); the caller decides whether the kind fits. Access tokens
+    /// are cached once verified; the rare refresh and MFA tokens are always checked in full.
     pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
         if !well_formed(token) {
             return Err(TokenError::Malformed);
         }
-        let key = self.cache_key(token);
-        let verified = match self.cache.get(&key) {
+        let key = self.cache.key(token);
+        let verified = match self.cache.get(key) {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify_cold(token)?);
-                self.cache.insert(key, v.clone());
+                if v.kind == Kind::Access {
+                    self.cache.insert(key, v.clone(), self.clock.now());
+                }
                 v
             }
         };
@@ -404,9 +401,8 @@ impl TokenService {
     }
 
     /// Number of cached verified tokens (for metrics and tests).
-    pub fn cache_entries(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+    pub fn cache_entries(&self) -> usize {
+        self.cache.len()
     }
 }
 
