@@ -41,6 +41,9 @@ struct Loaded {
 pub struct FileBackend {
     path: PathBuf,
     loaded: Mutex<Loaded>,
+    /// argon2id takes 19 MiB and tens of milliseconds per check: a few at a time, so a burst
+    /// of logins queues instead of taking all memory and every core.
+    hashing: tokio::sync::Semaphore,
     /// Verified against for unknown users, so they take as long as known ones.
     decoy: String,
 }
@@ -67,6 +70,9 @@ impl FileBackend {
                 users: Arc::default(),
             }),
             decoy: hash_password("decoy password that matches nothing"),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         };
         backend.users()?;
         Ok(backend)
@@ -99,6 +105,11 @@ impl FileBackend {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy.clone());
         let password = password.clone();
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| BackendError::Unavailable("password check failed".into()))?;
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .map(|parsed| {
