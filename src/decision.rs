@@ -11,7 +11,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::config::Access;
-use crate::policy::{self, Found, Headers, Policy, Source};
+use crate::policy::{self, Found, Headers, Policy};
 use crate::revocation::Revocations;
 use crate::token::{Kind, TokenError, TokenService};
 
@@ -153,10 +153,10 @@ impl Checker {
                 ..Allow::default()
             });
         }
-        let (token, source) = match policy::find_token(route.sources, req.headers, req.path) {
+        let token = match policy::find_token(route.sources, req.headers, req.path) {
             Found::None => return Decision::Deny(Denial::NoToken),
             Found::Malformed => return Decision::Deny(Denial::Malformed),
-            Found::Token(t, source) => (t, source),
+            Found::Token(t, _) => t,
         };
         let verified = match self.tokens.verify(&token) {
             Ok(v) => v,
@@ -180,9 +180,12 @@ impl Checker {
             Some(c) => set_headers.push((AUTHORIZATION, c.expose_secret().to_owned())),
             None => remove_headers.push(AUTHORIZATION),
         }
-        // A token from a cookie does not travel on to the backend either.
-        if source == Source::Cookie
+        // Our cookie does not travel on to the backend either (whether or not it was the
+        // token used this time).
+        let cookie_name = &route.sources.cookie;
+        if !cookie_name.is_empty()
             && let Some(cookies) = req.headers.get(COOKIE)
+            && policy::cookie(cookies, cookie_name).is_some()
         {
             match policy::without_cookie(cookies, &route.sources.cookie) {
                 Some(rest) => set_headers.push((COOKIE, rest)),
@@ -345,6 +348,23 @@ mod tests {
         );
         let a = allow(f.check("/api", &[("cookie", &format!("authgate_access={t}"))]));
         assert!(a.remove_headers.contains(&COOKIE));
+        // With the token in the header, a cookie copy is removed all the same.
+        let a = allow(f.check(
+            "/api",
+            &[
+                ("authorization", &format!("Bearer {t}")),
+                ("cookie", &format!("a=1; authgate_access={t}")),
+            ],
+        ));
+        assert!(a.set_headers.contains(&(COOKIE, "a=1".into())), "{a:?}");
+        // Without our cookie the Cookie header is left alone.
+        let a = allow(f.check(
+            "/api",
+            &[("authorization", &format!("Bearer {t}")), ("cookie", "a=1")],
+        ));
+        assert!(
+            !a.set_headers.iter().any(|(k, _)| *k == COOKIE) && !a.remove_headers.contains(&COOKIE)
+        );
         assert!(!a.set_headers.iter().any(|(k, _)| *k == COOKIE));
     }
 

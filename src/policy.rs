@@ -1,7 +1,7 @@
 //! Route policy and token sources: which access a request path needs, and where its token is.
 //! Pure functions over strings; no transport types, no I/O.
 //!
-//! Paths are matched after normalisation (percent-decoding, `\` as `/`, duplicate slashes and
+//! Paths are matched after normalisation (percent-decoding, `\` as `/` or not, duplicate slashes and
 //! dot segments resolved, query ignored). Because a backend may decode a path once, twice, or
 //! honour `;` parameters, the path is read under each of those interpretations and the
 //! strictest access among them applies: a trick can only ever make a route *more* protected.
@@ -129,9 +129,10 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// The readings of `path` a backend might make: percent-decoded once or until stable, `\\`
-/// as a separator or as a plain character (nginx keeps it, some backends split on it), `;`
-/// segment parameters kept or dropped. All normalised. A plain path is its only reading.
+/// The readings of `path` a backend might make: percent-decoded once or until stable (at
+/// most five rounds), `\\` as a separator or as a plain character (nginx keeps it, some
+/// backends split on it), `;` segment parameters kept or dropped. All normalised. A plain
+/// path is its only reading.
 fn interpretations(path: &str) -> Vec<Cow<'_, str>> {
     let plain = path.starts_with('/')
         && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
@@ -310,7 +311,7 @@ fn bearer(value: &str) -> Bearer<'_> {
 }
 
 /// Value of cookie `name` in a `Cookie` header (RFC 6265 `name=value; name2=value2`).
-fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
