@@ -1,1 +1,110 @@
-fn main() {}
+//! The do-nothing baseline of the end-to-end benchmark (`bench/run`).
+//!
+//! It runs the same stack as `authgate serve` with the same settings (tokio multi-thread
+//! runtime built exactly as `main.rs` builds it, tonic with TCP_NODELAY on the gRPC listener,
+//! `grpc.health.v1` beside ext_authz, axum with connect info on the HTTP listener) and decides
+//! nothing: every `Check` gets an OK `CheckResponse`, every HTTP request on any path a 200.
+//! The gap between authgate and this server is therefore the price of authgate's own work
+//! (policy, token lookup, verification, building the answer, metrics), not of the transport.
+//!
+//! Usage: `noop_authz --grpc 127.0.0.1:PORT --http 127.0.0.1:PORT`. Stops on SIGINT/SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::StatusCode;
+use clap::Parser;
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+#[derive(Parser)]
+#[command(about = "Do-nothing ext_authz (gRPC) and auth_request (HTTP) baseline")]
+struct Args {
+    /// Address of the ext_authz gRPC listener.
+    #[arg(long)]
+    grpc: SocketAddr,
+    /// Address of the HTTP listener (200 to any path).
+    #[arg(long)]
+    http: SocketAddr,
+}
+
+struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(CheckResponse {
+            status: Some(rpc::Status {
+                code: 0,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+            ..Default::default()
+        }))
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    // As authgate's `main.rs`: default worker count (the CPUs this process may run on).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let grpc_listener = TcpListener::bind(args.grpc).await.expect("bind --grpc");
+        let http_listener = TcpListener::bind(args.http).await.expect("bind --http");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AuthorizationServer<Noop>>().await;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let grpc_stop = stopped();
+        let grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(AuthorizationServer::new(Noop))
+                .serve_with_incoming_shutdown(incoming, grpc_stop)
+                .await
+                .expect("gRPC server");
+        });
+
+        let router = Router::new()
+            .fallback(|| async { StatusCode::OK })
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let http_stop = stopped();
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await
+                .expect("HTTP server");
+        });
+
+        println!("noop_authz ready: grpc={} http={}", args.grpc, args.http);
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        let _ = grpc.await;
+        let _ = http.await;
+    });
+}

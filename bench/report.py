@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Parsing and reporting for bench/run (standard library only).
+
+  report.py h2load FILE          -> JSON of one h2load run
+  report.py wrk FILE             -> JSON of one wrk run (with --latency percentiles)
+  report.py report RAW META OUT_JSON OUT_MD
+                                 -> the result files; prints the ratios last
+
+RAW holds one JSON object per line, written by bench/run: load runs
+({"kind":"load", phase, scenario, target, round, rps, requests, ...}) and single
+measurements ({"kind":"latency"|"rss"|"fill", ...}).
+"""
+
+import json
+import re
+import statistics
+import sys
+
+
+def parse_h2load(text):
+    out = {"tool": "h2load"}
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", text)
+    if not m:
+        raise SystemExit("h2load output without a 'finished in' line:\n" + text[-2000:])
+    out["secs"], out["rps"] = float(m.group(1)), float(m.group(2))
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        text,
+    )
+    if m:
+        total, _, done, ok, failed, errored, timeout = map(int, m.groups())
+        out.update(requests=ok, done=done, errors=failed + errored + timeout)
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        out["non2xx"] = sum(map(int, m.groups()[1:]))
+    return out
+
+
+UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def parse_wrk(text):
+    out = {"tool": "wrk"}
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", text)
+    if not m:
+        raise SystemExit("wrk output without a request count:\n" + text[-2000:])
+    out["requests"] = int(m.group(1))
+    secs = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    out["secs"] = secs
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else out["requests"] / secs
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["errors"] = sum(map(int, m.groups())) if m else 0
+    for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
+        out[f"p{pct}_us"] = float(value) * UNITS[unit]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------
+
+# (label, scenario, candidate, baseline, SPEC minimum ratio or None when informative only)
+PAIRS = [
+    ("gRPC Check, direct (h2load)", "grpc", "authgate", "noop", 0.95),
+    ("HTTP /authz, direct (wrk)", "http", "authgate", "noop", None),
+    ("Envoy + authgate vs Envoy + noop ext_authz", "envoy", "authgate", "noop", 0.97),
+    ("Envoy + authgate vs Envoy jwt_authn", "envoy", "authgate", "jwt", None),
+    ("nginx auth_request: authgate vs noop", "nginx", "authgate", "noop", 0.95),
+]
+
+TARGETS = {"cpu_us": 15.0, "p99_us": 200.0, "idle_mib": 20.0, "filled_mib": 64.0}
+
+
+def load(raw_path):
+    with open(raw_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def runs(records, phase, scenario, target):
+    return sorted(
+        (r for r in records
+         if r.get("kind") == "load" and r["phase"] == phase
+         and r["scenario"] == scenario and r["target"] == target),
+        key=lambda r: r["round"],
+    )
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("pass" if ok else "FAIL")
+
+
+def cpu_per_request_us(r, name):
+    """CPU seconds of process `name` during the run, per request served, in microseconds."""
+    cpu = r.get("cpu", {}).get(name)
+    served = r.get("allow_delta") if name == "authz" and r.get("allow_delta") else r["requests"]
+    if cpu is None or not served:
+        return None
+    return cpu / served * 1e6
+
+
+def report(raw_path, meta_path, out_json, out_md):
+    records = load(raw_path)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    phases = [p for p in meta["phases"]]
+    result = {"meta": meta, "throughput": [], "metrics": [], "records": records}
+    problems = []
+
+    for phase in phases:
+        for label, scen, cand, base, target in PAIRS:
+            a, b = runs(records, phase, scen, cand), runs(records, phase, scen, base)
+            if not a or not b:
+                continue
+            a_rps = statistics.mean(r["rps"] for r in a)
+            b_rps = statistics.mean(r["rps"] for r in b)
+            per_round = [x["rps"] / y["rps"] for x, y in zip(a, b) if y["rps"]]
+            ratio = a_rps / b_rps if b_rps else None
+            ok = None if target is None or ratio is None else ratio >= target
+            busy = {
+                t: statistics.mean(r["busy"] for r in rs)
+                for t, rs in ((cand, a), (base, b))
+                if all("busy" in r for r in rs)
+            }
+            bad = sum(r.get("non2xx", 0) + r.get("errors", 0) for r in a + b)
+            if bad:
+                problems.append(f"{phase} {label}: {bad} failed or non-2xx responses")
+            for r in a:
+                if "allow_delta" in r and r["allow_delta"] < 0.99 * r["requests"]:
+                    problems.append(
+                        f"{phase} {label} round {r['round']}: authgate counted "
+                        f"{r['allow_delta']} allows for {r['requests']} requests"
+                    )
+            result["throughput"].append({
+                "phase": phase, "label": label, "scenario": scen,
+                "candidate": cand, "baseline": base,
+                "candidate_rps": a_rps, "baseline_rps": b_rps, "ratio": ratio,
+                "round_ratios": per_round, "target": target, "pass": ok,
+                "server_busy": busy, "failed_responses": bad,
+            })
+
+        # CPU per check from the direct gRPC runs (server saturated).
+        a, b = runs(records, phase, "grpc", "authgate"), runs(records, phase, "grpc", "noop")
+        if a and b:
+            ca = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in a)))
+            cb = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in b)))
+            result["metrics"].append({
+                "phase": phase, "label": "CPU per gRPC Check (us)", "candidate": ca,
+                "baseline": cb, "ratio": ca / cb, "target": f"<= {TARGETS['cpu_us']:g} us",
+                "pass": ca <= TARGETS["cpu_us"], "unit": "us",
+            })
+        a, b = runs(records, phase, "http", "authgate"), runs(records, phase, "http", "noop")
+        if a and b:
+            ca = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in a)))
+            cb = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in b)))
+            result["metrics"].append({
+                "phase": phase, "label": "CPU per HTTP /authz (us)", "candidate": ca,
+                "baseline": cb, "ratio": ca / cb, "target": None, "pass": None, "unit": "us",
+            })
+
+        lat = {(r["transport"], r["target"]): r for r in records
+               if r.get("kind") == "latency" and r["phase"] == phase}
+        for transport, label in (("grpc", "gRPC Check"), ("http", "HTTP /authz")):
+            a, b = lat.get((transport, "authgate")), lat.get((transport, "noop"))
+            if not a or not b:
+                continue
+            for pct in ("p50_us", "p99_us"):
+                if pct not in a or pct not in b:
+                    continue
+                target = TARGETS["p99_us"] if pct == "p99_us" and transport == "grpc" else None
+                result["metrics"].append({
+                    "phase": phase,
+                    "label": f"unloaded {pct[:3]} of {label} (us)",
+                    "candidate": a[pct], "baseline": b[pct], "ratio": a[pct] / b[pct],
+                    "target": f"<= {target:g} us" if target else None,
+                    "pass": (a[pct] <= target) if target else None, "unit": "us",
+                })
+
+    rss = {(r["what"], r["target"]): r for r in records if r.get("kind") == "rss"}
+    noop_idle = rss.get(("idle", "noop"))
+    for what, label in (("idle", "idle RSS at start (MiB)"),
+                        ("after-login", "idle RSS after one login (MiB)"),
+                        ("after-5-logins", "idle RSS after 1 + 4 concurrent logins (MiB)")):
+        a = rss.get((what, "authgate"))
+        if not a or not noop_idle:
+            continue
+        a_mib, b_mib = a["kib"] / 1024, noop_idle["kib"] / 1024
+        result["metrics"].append({
+            "phase": a.get("phase", "EdDSA"), "label": label, "candidate": a_mib,
+            "baseline": b_mib, "ratio": a_mib / b_mib,
+            "target": f"<= {TARGETS['idle_mib']:g} MiB",
+            "pass": a_mib <= TARGETS["idle_mib"], "unit": "MiB",
+        })
+    for f in (r for r in records if r.get("kind") == "fill"):
+        before_kib = f.get("before_fill_kib", f["login_kib"])
+        mib, before = f["rss_kib"] / 1024, before_kib / 1024
+        all_cached = f["cached"] >= f["tokens"]
+        per_entry = (f["rss_kib"] - before_kib) * 1024 / max(f["cached"], 1)
+        f["bytes_per_cached_token"] = per_entry
+        result["metrics"].append({
+            "phase": f["phase"],
+            "label": f"RSS after {f['tokens'] // 1000}k distinct tokens, cache_bytes "
+                     f"{f['cache_bytes']}: {f['cached']} cached, {per_entry:.0f} B each (MiB)",
+            "candidate": mib, "baseline": before, "ratio": mib / before,
+            "target": f"<= {TARGETS['filled_mib']:g} MiB, all cached",
+            "pass": mib <= TARGETS["filled_mib"] and all_cached, "unit": "MiB",
+        })
+        if f["allowed"] != f["tokens"]:
+            problems.append(f"cache fill: {f['allowed']} of {f['tokens']} tokens allowed")
+
+    result["problems"] = problems
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+    md = []
+    md.append(f"# authgate end-to-end benchmark, {meta['date']}")
+    md.append("")
+    md.append(
+        f"commit `{meta['commit']}`"
+        f"{' plus uncommitted changes to ' + meta['dirty'] if meta.get('dirty') else ''}; "
+        f"{meta['mode']} run: {meta['rounds']} interleaved round(s) of {meta['duration']} s per "
+        f"target; servers pinned to CPU {meta['server_cpu']}, load generator to CPU "
+        f"{meta['load_cpu']} ({meta['nproc']} CPUs, {meta['cpu_model']}). Baselines: "
+        f"`noop_authz` (same tonic/axum stack, answers OK to everything), Envoy `jwt_authn`."
+    )
+    md.append("")
+    md.append("| scenario | algorithm | authgate | baseline | ratio | SPEC target | result |")
+    md.append("|---|---|---:|---:|---:|---|---|")
+    for t in result["throughput"]:
+        md.append(
+            f"| {t['label']} | {t['phase']} | {fmt(t['candidate_rps'])} rps | "
+            f"{fmt(t['baseline_rps'])} rps ({t['baseline']}) | {t['ratio']:.3f} | "
+            f"{'>= ' + format(t['target'], 'g') if t['target'] else 'none (informative)'} | "
+            f"{verdict(t['pass'])} |"
+        )
+    for m in result["metrics"]:
+        d = 1 if m["unit"] != "us" or m["candidate"] < 100 else 0
+        md.append(
+            f"| {m['label']} | {m['phase']} | {fmt(m['candidate'], d)} | "
+            f"{fmt(m['baseline'], d)} | {m['ratio']:.2f} | {m['target'] or 'none (informative)'} | "
+            f"{verdict(m['pass'])} |"
+        )
+    md.append("")
+    md.append("Ratios of throughput are mean authgate rps / mean baseline rps over the rounds; "
+              "for the other rows the baseline is `noop_authz` (latency, CPU, idle RSS) or the "
+              "same authgate just before the fill (RSS with tokens; bytes per token = RSS growth "
+              "over tokens cached). CPU per check is process CPU "
+              "time (utime+stime) over requests served while the server core was saturated.")
+    md.append("")
+    md.append("## Run details")
+    md.append("")
+    md.append("| scenario | algorithm | per-round ratios | server processes' CPU | "
+              "server core busy | load core busy |")
+    md.append("|---|---|---|---|---|---|")
+    for t in result["throughput"]:
+        def pct(key, field):
+            rs = runs(records, t["phase"], t["scenario"], key)
+            vals = [r[field] for r in rs if field in r]
+            return f"{statistics.mean(vals) * 100:.0f}%" if vals else "n/a"
+        cols = [" / ".join(pct(k, f) for k in (t["candidate"], t["baseline"]))
+                for f in ("busy", "server_core_busy", "load_core_busy")]
+        md.append(
+            f"| {t['label']} | {t['phase']} | "
+            f"{', '.join(f'{x:.3f}' for x in t['round_ratios'])} | {' | '.join(cols)} |"
+        )
+    md.append("")
+    md.append("CPU columns are candidate / baseline, as a share of one core over the run: the "
+              "server-side processes' own CPU time (the decider; plus Envoy or the nginx worker "
+              "and the upstream nginx worker in proxy rows), then the whole server and load "
+              "cores from /proc/stat (other programs running there show up as the difference). "
+              "A load core near 100% means the load generator, not the server, set the pace.")
+    md.append("")
+    md.append(f"Load: {meta['load']}.")
+    if problems:
+        md.append("")
+        md.append("**Problems:** " + "; ".join(problems))
+    with open(out_md, "w") as f:
+        f.write("\n".join(md) + "\n")
+
+    print()
+    print(f"results: {out_json}")
+    print(f"         {out_md}")
+    for p in problems:
+        print(f"PROBLEM: {p}")
+    print()
+    for m in result["metrics"]:
+        print(f"{m['phase']:6} {m['label']:<60} authgate {fmt(m['candidate'], 1):>9}  "
+              f"baseline {fmt(m['baseline'], 1):>9}  ratio {m['ratio']:.2f}  {verdict(m['pass'])}")
+    for t in result["throughput"]:
+        print(f"{t['phase']:6} {t['label']:<60} {fmt(t['candidate_rps']):>8} / "
+              f"{fmt(t['baseline_rps']):>8} rps  ratio {t['ratio']:.3f}  "
+              f"{'(>= ' + format(t['target'], 'g') + ') ' if t['target'] else ''}{verdict(t['pass'])}")
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[1] == "h2load":
+        print(json.dumps(parse_h2load(open(argv[2]).read())))
+    elif len(argv) >= 3 and argv[1] == "wrk":
+        print(json.dumps(parse_wrk(open(argv[2]).read())))
+    elif len(argv) == 6 and argv[1] == "report":
+        report(*argv[2:])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
