@@ -118,7 +118,7 @@ impl Default for Tokens {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::from_secs(30),
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 48 * 1024 * 1024,
         }
     }
 }

@@ -304,7 +304,7 @@ fn bearer(value: &str) -> Bearer<'_> {
     }
     let token = rest.trim_start_matches(' ');
     // A proxy joins repeated headers with ','; two credentials is a malformed request.
-    if token.is_empty() || token.bytes().any(|b| b == b',' || b == b' ') {
+    if token.is_empty() || memchr::memchr2(b',', b' ', token.as_bytes()).is_some() {
         return Bearer::Malformed;
     }
     Bearer::Token(token)
