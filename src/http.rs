@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use secrecy::SecretString;
@@ -239,12 +239,9 @@ static X_ENVOY_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-header
 
 /// The check endpoint. nginx passes the original request in `X-Original-URI` and
 /// `X-Original-Method`; Envoy's HTTP ext_authz sends it under the `/authz` prefix.
-async fn authz(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn authz(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    // The request itself, not the HeaderMap/Uri extractors: those clone on every check.
+    let (method, uri, headers) = (request.method(), request.uri(), request.headers());
     let started = Instant::now();
     // nginx asks exactly `/authz` and names the request in X-Original-URI; Envoy's HTTP mode
     // puts the request path under the prefix, and then a client-sent X-Original-URI (should
@@ -266,7 +263,7 @@ async fn authz(
         state.checker.check(&decision::Request {
             method,
             path,
-            headers: &headers,
+            headers,
         })
     };
     state
