@@ -137,6 +137,26 @@ async fn enable_2fa(app: &TestApp, access: &str) -> (String, Vec<String>) {
     (secret, codes)
 }
 
+/// Password then TOTP (one step later, so the code is fresh); returns the token response.
+async fn otp_login(app: &TestApp, secret: &str) -> Value {
+    let mfa = mfa_token(app).await;
+    app.clock.advance(30);
+    let code = totp(secret, app.clock.now());
+    let r = app
+        .post("/auth/login/otp", json!({"mfa_token": mfa, "code": code}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// The MFA token a password login of alice answers with.
+async fn mfa_token(app: &TestApp) -> String {
+    app.login("alice", ALICE_PASSWORD).await.body["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn two_factor_enrollment_login_replay_and_recovery() {
     log();
@@ -187,10 +207,7 @@ async fn two_factor_enrollment_login_replay_and_recovery() {
         .post("/auth/login/otp", json!({"mfa_token": mfa, "code": code}))
         .await;
     assert_eq!(again.status, 401);
-    let mfa2 = app.login("alice", ALICE_PASSWORD).await.body["mfa_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mfa2 = mfa_token(&app).await;
     let replay = app
         .post("/auth/login/otp", json!({"mfa_token": mfa2, "code": code}))
         .await;
@@ -205,10 +222,7 @@ async fn two_factor_enrollment_login_replay_and_recovery() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let access3 = r.body["access_token"].as_str().unwrap().to_owned();
-    let mfa3 = app.login("alice", ALICE_PASSWORD).await.body["mfa_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mfa3 = mfa_token(&app).await;
     let r = app
         .post(
             "/auth/login/otp",
@@ -313,18 +327,10 @@ async fn mfa_routes_need_the_second_factor() {
             .contains("insufficient_scope")
     );
     let (secret, _) = enable_2fa(&app, &access).await;
-    let mfa = app.login("alice", ALICE_PASSWORD).await.body["mfa_token"]
+    let access = otp_login(&app, &secret).await["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
-    app.clock.advance(30);
-    let r = app
-        .post(
-            "/auth/login/otp",
-            json!({"mfa_token": mfa, "code": totp(&secret, app.clock.now())}),
-        )
-        .await;
-    let access = r.body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(app.authz("/admin/x", Some(&access)).await.status, 200);
 }
 
@@ -452,23 +458,10 @@ async fn state_survives_a_restart() {
     let app = start().await;
     let (access, _) = tokens(&app).await;
     let (secret, _) = enable_2fa(&app, &access).await;
-    let (_, refresh) = {
-        let mfa = app.login("alice", ALICE_PASSWORD).await.body["mfa_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        app.clock.advance(30);
-        let r = app
-            .post(
-                "/auth/login/otp",
-                json!({"mfa_token": mfa, "code": totp(&secret, app.clock.now())}),
-            )
-            .await;
-        (
-            r.body["access_token"].as_str().unwrap().to_owned(),
-            r.body["refresh_token"].as_str().unwrap().to_owned(),
-        )
-    };
+    let refresh = otp_login(&app, &secret).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let app = app.restart().await;
     // Enrollment survived: login needs the second factor.
     assert_eq!(
