@@ -442,37 +442,16 @@ async fn logout_revokes_the_session_on_every_path_at_once() {
             .status,
         200
     );
-    let me: Value = app
-        .http
-        .get(format!("{}/auth/me", app.base))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = app.send("GET", "/auth/me", None, Some(access)).await.body;
     assert_eq!(me["sub"], "alice");
     assert_eq!(me["amr"], json!(["pwd"]));
-    let resp = app
-        .http
-        .post(format!("{}/auth/logout", app.base))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let logout = app.send("POST", "/auth/logout", None, Some(access)).await;
+    assert_eq!(logout.status, 204);
     let o = app.both("GET", "/api", &[("authorization", &auth)]).await;
     assert_eq!(o.status, 401);
     assert!(o.www_authenticate.unwrap().contains("token revoked"));
-    let me = app
-        .http
-        .get(format!("{}/auth/me", app.base))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 401);
+    let me = app.send("GET", "/auth/me", None, Some(access)).await;
+    assert_eq!(me.status, 401);
 }
 
 #[tokio::test]
