@@ -62,11 +62,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .layer(axum::middleware::from_fn(limit_headers));
-    check
-        .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(limit_headers));
+    // No layer on the check: each one costs an extension insert or a boxed future per request.
+    check.merge(api).with_state(state)
 }
 
 /// Largest total of request header names and values the API reads.

@@ -1,14 +1,17 @@
-//! Prometheus metrics. Label sets are small and fixed (transport x outcome), and every counter
-//! handle is created at start-up, so recording a check is two atomic adds and a histogram
-//! observation, with no label hashing on the hot path.
+//! Prometheus metrics. Label sets are small and fixed (transport x outcome), and every handle
+//! is created at start-up, so recording a check is three relaxed atomic adds, with no label
+//! hashing and no lock on the hot path.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::decision::Decision;
@@ -34,10 +37,67 @@ const OUTCOMES: [&str; 8] = [
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Finite latency buckets: 5 us doubling up to ~82 ms, then +Inf.
+const LATENCY_BUCKETS: usize = 15;
+const FIRST_BOUND_NANOS: u64 = 5_000;
+
+/// A check-latency histogram without a lock (prometheus-client's `Histogram` takes one on
+/// every observation, which the two request threads then contend for).
+#[derive(Clone, Debug, Default)]
+struct LatencyHistogram(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket, not cumulative; the last one is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = (0..LATENCY_BUCKETS)
+            .find(|&i| nanos <= FIRST_BOUND_NANOS << i)
+            .unwrap_or(LATENCY_BUCKETS);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = &self.0;
+        let buckets: Vec<(f64, u64)> = counts
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let bound = if i == LATENCY_BUCKETS {
+                    f64::MAX // rendered as +Inf
+                } else {
+                    (FIRST_BOUND_NANOS << i) as f64 / 1e9
+                };
+                (bound, n.load(Ordering::Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = counts.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     checks: Vec<Vec<Counter>>,
-    latency: Vec<Histogram>,
+    latency: Vec<LatencyHistogram>,
     logins: Family<Labels, Counter>,
     pub cached_tokens: Gauge,
     pub revoked_sessions: Gauge,
@@ -53,10 +113,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("authgate");
         let checks_family = Family::<Labels, Counter>::default();
-        let latency_family = Family::<Labels, Histogram>::new_with_constructor(|| {
-            // 5 us .. ~80 ms
-            Histogram::new(exponential_buckets(0.000_005, 2.0, 15))
-        });
+        let latency_family = Family::<Labels, LatencyHistogram>::default();
         let checks = TRANSPORTS
             .iter()
             .map(|t| {
@@ -120,7 +177,7 @@ impl Metrics {
         let outcome = OUTCOMES.iter().position(|o| *o == label).unwrap_or(0);
         let t = transport as usize;
         self.checks[t][outcome].inc();
-        self.latency[t].observe(elapsed.as_secs_f64());
+        self.latency[t].observe(elapsed);
     }
 
     /// `result` must come from a small fixed set (e.g. "success", "failure", "locked").
@@ -170,10 +227,17 @@ mod tests {
             text.contains(r#"authgate_logins_total{result="success"} 1"#),
             "{text}"
         );
-        assert!(
-            text.contains("authgate_check_duration_seconds_bucket"),
-            "{text}"
-        );
+        // 20 us: not in the 10 us bucket, in the 20 us one; the zero lands in the first.
+        for line in [
+            r#"authgate_check_duration_seconds_count{transport="grpc"} 1"#,
+            r#"authgate_check_duration_seconds_sum{transport="grpc"} 0.00002"#,
+            r#"authgate_check_duration_seconds_bucket{le="0.00001",transport="grpc"} 0"#,
+            r#"authgate_check_duration_seconds_bucket{le="0.00002",transport="grpc"} 1"#,
+            r#"authgate_check_duration_seconds_bucket{le="+Inf",transport="grpc"} 1"#,
+            r#"authgate_check_duration_seconds_bucket{le="0.000005",transport="http"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
         assert!(text.ends_with("# EOF\n"));
     }
 }
