@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the check's hot path, function by function: finding the token,
 //! verifying it (cold, i.e. a cache miss, and cached) for every signing algorithm, the whole
-//! transport-neutral `Checker::check`, and building Envoy's `CheckResponse`.
+//! transport-neutral `Checker::check`, reading Envoy's `CheckRequest` (in place, against
+//! prost's full decode) and building Envoy's `CheckResponse`.
 //!
 //! The default run is short (small samples, about a second each; under two minutes in all):
 //! `cargo bench --bench hot_path`. Pass a filter to run one group, e.g. `-- verify_cold`.
@@ -262,6 +263,76 @@ fn check_response(c: &mut Criterion) {
     g.finish();
 }
 
+/// Reading a `CheckRequest` as Envoy sends it (every header of a browser-like request) to
+/// the facts the decision uses: authgate's in-place reader against prost's full decode.
+fn check_request(c: &mut Criterion) {
+    use authgate::grpc::CheckCall;
+    use envoy_types::ext_authz::v3::pb::CheckRequest;
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+
+    let mut headers = envoy_headers(&[
+        (
+            "authorization",
+            "Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
+        ),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cookie", "theme=dark; lang=en"),
+        ("x-forwarded-for", "192.0.2.10"),
+    ])
+    .0;
+    headers.insert(
+        "user-agent".into(),
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)".into(),
+    );
+    let body = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "10155838131281465098".into(),
+                    method: "GET".into(),
+                    path: "/api/x?page=2".into(),
+                    host: "app.example".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec();
+    let body = prost::bytes::Bytes::from(body);
+    let mut g = c.benchmark_group("check_request");
+    g.bench_function("in_place", |b| {
+        b.iter(|| {
+            let call = CheckCall::parse(black_box(body.clone())).unwrap();
+            black_box((
+                call.method().len(),
+                call.path().len(),
+                call.get("authorization").map(str::len),
+                call.get("cookie").map(str::len),
+            ))
+        })
+    });
+    g.bench_function("prost_decode", |b| {
+        b.iter(|| {
+            let req = CheckRequest::decode(black_box(body.clone())).unwrap();
+            let http = req.attributes.unwrap().request.unwrap().http.unwrap();
+            black_box((
+                http.method.len(),
+                http.path.len(),
+                http.headers.get("authorization").map(String::len),
+                http.headers.get("cookie").map(String::len),
+            ))
+        })
+    });
+    g.finish();
+}
+
 fn short() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -273,6 +344,6 @@ fn short() -> Criterion {
 criterion_group! {
     name = benches;
     config = short();
-    targets = find_token, verify_cold, verify_cached, check, check_response
+    targets = find_token, verify_cold, verify_cached, check, check_request, check_response
 }
 criterion_main!(benches);

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -103,10 +102,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let authz = AuthorizationServer::new(AuthzService {
-        checker,
-        metrics: metrics.clone(),
-    });
+    let authz = AuthzService::new(checker, metrics.clone());
     let incoming =
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_stop = stopped();
@@ -136,9 +132,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     let background = tokio::spawn(background_loops(tokens, store, revocations, bg_stop));
 
     ready.store(true, Ordering::Release);
-    health
-        .set_serving::<AuthorizationServer<AuthzService>>()
-        .await;
+    health.set_serving::<AuthzService>().await;
     health.set_service_status("", ServingStatus::Serving).await;
     tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
 
@@ -248,9 +242,7 @@ impl Running {
     /// Marks the service as draining without stopping it (readiness and gRPC health go false).
     pub async fn set_draining(&self) {
         self.state.ready.store(false, Ordering::Release);
-        self.health
-            .set_not_serving::<AuthorizationServer<AuthzService>>()
-            .await;
+        self.health.set_not_serving::<AuthzService>().await;
         self.health
             .set_service_status("", ServingStatus::NotServing)
             .await;
