@@ -281,9 +281,12 @@ fn authz_response(decision: Decision) -> Response {
                     h.insert(name, v);
                 }
             }
-            if !allow.remove_headers.is_empty()
-                && let Ok(v) = HeaderValue::from_str(&allow.remove_headers.join(","))
-            {
+            let remove = match allow.remove_headers.as_slice() {
+                [] => None,
+                [one] => Some(HeaderValue::from_static(one)),
+                many => HeaderValue::from_str(&many.join(",")).ok(),
+            };
+            if let Some(v) = remove {
                 h.insert(X_ENVOY_REMOVE.clone(), v);
             }
             resp
