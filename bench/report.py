@@ -70,6 +70,10 @@ PAIRS = [
     ("Envoy + authgate vs Envoy + noop ext_authz", "envoy", "authgate", "noop", 0.97),
     ("Envoy + authgate vs Envoy jwt_authn", "envoy", "authgate", "jwt", None),
     ("nginx auth_request: authgate vs noop", "nginx", "authgate", "noop", 0.95),
+    ("nginx: noop with identity headers vs noop (the proxy's cost of an identity)",
+     "nginx", "noop-identity", "noop", None),
+    ("nginx auth_request: authgate vs noop with identity headers",
+     "nginx", "authgate", "noop-identity", None),
 ]
 
 TARGETS = {"cpu_us": 15.0, "p99_us": 200.0, "idle_mib": 20.0, "filled_mib": 64.0}

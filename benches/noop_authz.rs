@@ -7,7 +7,13 @@
 //! The gap between authgate and this server is therefore the price of authgate's own work
 //! (policy, token lookup, verification, building the answer, metrics), not of the transport.
 //!
-//! Usage: `noop_authz --grpc 127.0.0.1:PORT --http 127.0.0.1:PORT`. Stops on SIGINT/SIGTERM.
+//! With `--identity`, HTTP answers carry the headers authgate's allow carries (a user, a
+//! session id and the removal list, same lengths as in the benchmark), still deciding
+//! nothing: behind nginx, the gap between this and the plain baseline is what forwarding an
+//! identity costs the proxy, whoever the authorizer is.
+//!
+//! Usage: `noop_authz --grpc 127.0.0.1:PORT --http 127.0.0.1:PORT [--identity]`. Stops on
+//! SIGINT/SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -31,6 +37,9 @@ struct Args {
     /// Address of the HTTP listener (200 to any path).
     #[arg(long)]
     http: SocketAddr,
+    /// Answer HTTP with constant identity headers, as authgate allows.
+    #[arg(long)]
+    identity: bool,
 }
 
 struct Noop;
@@ -90,9 +99,21 @@ fn main() {
                 .expect("gRPC server");
         });
 
-        let router = Router::new()
-            .fallback(|| async { StatusCode::OK })
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let router = if args.identity {
+            Router::new().fallback(|| async {
+                (
+                    [
+                        ("x-auth-user", "bench"),
+                        ("x-auth-session", "aYV6HKDqj5tmC22Fu_hy9Q"),
+                        ("x-envoy-auth-headers-to-remove", "authorization"),
+                    ],
+                    StatusCode::OK,
+                )
+            })
+        } else {
+            Router::new().fallback(|| async { StatusCode::OK })
+        }
+        .into_make_service_with_connect_info::<SocketAddr>();
         let http_stop = stopped();
         let http = tokio::spawn(async move {
             axum::serve(http_listener, router)
