@@ -230,7 +230,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// `http::HeaderMap` seen through the decision's header lookup.
 impl Headers for HeaderMap {
     fn get(&self, name: &str) -> Option<&str> {
-        HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+        // The names every check asks for, as constants: a lookup by `&str` parses the name.
+        let value = match name {
+            decision::AUTHORIZATION => HeaderMap::get(self, header::AUTHORIZATION),
+            decision::COOKIE => HeaderMap::get(self, header::COOKIE),
+            _ => HeaderMap::get(self, name),
+        };
+        value.and_then(|v| v.to_str().ok())
     }
 }
 
@@ -277,7 +283,8 @@ fn authz_response(decision: Decision) -> Response {
             let mut resp = StatusCode::OK.into_response();
             let h = resp.headers_mut();
             for (name, value) in allow.set_headers {
-                if let Ok(v) = HeaderValue::from_str(&value) {
+                // From the `String` itself: its buffer becomes the value, no copy.
+                if let Ok(v) = HeaderValue::try_from(value) {
                     h.insert(name, v);
                 }
             }

@@ -80,16 +80,23 @@ impl Policy {
     /// Access needed by `method` on `raw_path` (path plus optional query, as received).
     pub fn route(&self, method: &str, raw_path: &str) -> RouteDecision<'_> {
         let path = raw_path.split(['?', '#']).next().unwrap_or("");
-        let mut strictest: Option<(Access, Option<&Rule>)> = None;
-        for candidate in interpretations(path) {
-            let rule = self.first_match(method, &candidate);
-            // No rule at all: a token is needed.
-            let access = rule.map_or(Access::Token, |r| r.access);
-            if strictest.is_none_or(|(a, _)| access > a) {
-                strictest = Some((access, rule));
+        // No rule at all: a token is needed.
+        let access_of = |rule: Option<&Rule>| rule.map_or(Access::Token, |r| r.access);
+        let (access, rule) = if is_plain(path) {
+            // The common case, and its only reading.
+            let rule = self.first_match(method, path);
+            (access_of(rule), rule)
+        } else {
+            let mut strictest: Option<(Access, Option<&Rule>)> = None;
+            for candidate in interpretations(path) {
+                let rule = self.first_match(method, &candidate);
+                let access = access_of(rule);
+                if strictest.is_none_or(|(a, _)| access > a) {
+                    strictest = Some((access, rule));
+                }
             }
-        }
-        let (access, rule) = strictest.unwrap_or((Access::Token, None));
+            strictest.unwrap_or((Access::Token, None))
+        };
         RouteDecision {
             access,
             sources: rule
@@ -129,16 +136,21 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// A path every backend reads the same way: absolute, nothing encoded, no `\\` or `;`, no
+/// dot or empty segments.
+fn is_plain(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
+        && !path.contains("/.")
+        && !path.contains("//")
+}
+
 /// The readings of `path` a backend might make: percent-decoded once or until stable (at
 /// most five rounds), `\\` as a separator or as a plain character (nginx keeps it, some
 /// backends split on it), `;` segment parameters kept or dropped. All normalised. A plain
 /// path is its only reading.
 fn interpretations(path: &str) -> Vec<Cow<'_, str>> {
-    let plain = path.starts_with('/')
-        && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
-        && !path.contains("/.")
-        && !path.contains("//");
-    if plain {
+    if is_plain(path) {
         return vec![Cow::Borrowed(path)];
     }
     let once = decode(path).into_owned();

@@ -430,6 +430,59 @@ async fn query_token_is_accepted_and_stripped_over_grpc() {
     );
 }
 
+/// Envoy with `encode_raw_headers` sends headers in `header_map` (name case as received,
+/// values possibly in `raw_value`) instead of the `headers` map; the check reads either.
+#[tokio::test]
+async fn raw_header_map_is_read_over_grpc() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let app = ApiApp::start("").await;
+    let t = app.tokens().await;
+    let access = t["access_token"].as_str().unwrap();
+    let check = |value: Vec<u8>| CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/api".into(),
+                    header_map: Some(HeaderMap {
+                        headers: vec![HeaderValue {
+                            key: "Authorization".into(),
+                            raw_value: value,
+                            ..Default::default()
+                        }],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let allowed = |resp: envoy_types::ext_authz::v3::pb::CheckResponse| {
+        matches!(resp.http_response, Some(HttpResponse::OkResponse(_)))
+    };
+    let good = check(format!("Bearer {access}").into_bytes());
+    let resp = app.grpc.clone().check(good).await.unwrap().into_inner();
+    assert!(allowed(resp));
+    let forged = check(format!("Bearer {access}x").into_bytes());
+    let resp = app.grpc.clone().check(forged).await.unwrap().into_inner();
+    assert!(!allowed(resp));
+}
+
+/// A call without `attributes.request.http` is a broken proxy setup, not a client to deny:
+/// INVALID_ARGUMENT, which Envoy turns into its failure mode (closed in the shipped configs).
+#[tokio::test]
+async fn a_check_without_http_attributes_is_an_invalid_argument() {
+    let app = ApiApp::start("").await;
+    let err = app
+        .grpc
+        .clone()
+        .check(CheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+}
+
 #[tokio::test]
 async fn logout_revokes_the_session_on_every_path_at_once() {
     let app = ApiApp::start("").await;
