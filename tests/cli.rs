@@ -117,21 +117,7 @@ fn hash_password_and_user_add() {
 #[test]
 fn serve_first_run_login_check_and_sigterm_without_leaking_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args(["serve"])
-        .current_dir(dir.path())
-        .env("AUTHGATE_LISTEN__GRPC", format!("127.0.0.1:{grpc}"))
-        .env("AUTHGATE_LISTEN__HTTP", format!("127.0.0.1:{http}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
-    assert!(
-        wait_ready(&format!("{base}/readyz"), Duration::from_secs(20)),
-        "authgate did not become ready"
-    );
+    let (mut child, base) = serve_defaults(dir.path(), Stdio::piped);
 
     let password = std::fs::read_to_string(dir.path().join("data/demo-password")).unwrap();
     let password = password.trim();
@@ -232,6 +218,28 @@ fn serve_first_run_login_check_and_sigterm_without_leaking_secrets() {
     }
 }
 
+/// `authgate serve` on its defaults in `dir` (free ports on 127.0.0.1, no malloc tuning from
+/// the caller's environment), once ready; its base URL.
+fn serve_defaults(dir: &Path, output: fn() -> Stdio) -> (std::process::Child, String) {
+    let (grpc, http) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir)
+        .env("AUTHGATE_LISTEN__GRPC", format!("127.0.0.1:{grpc}"))
+        .env("AUTHGATE_LISTEN__HTTP", format!("127.0.0.1:{http}"))
+        .env_remove("MALLOC_MMAP_THRESHOLD_")
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    assert!(
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(20)),
+        "authgate did not become ready"
+    );
+    (child, base)
+}
+
 fn wait_ready(url: &str, within: Duration) -> bool {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -286,22 +294,7 @@ fn vm_rss_kib(pid: u32) -> u64 {
 #[test]
 fn password_logins_give_their_memory_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args(["serve"])
-        .current_dir(dir.path())
-        .env("AUTHGATE_LISTEN__GRPC", format!("127.0.0.1:{grpc}"))
-        .env("AUTHGATE_LISTEN__HTTP", format!("127.0.0.1:{http}"))
-        .env_remove("MALLOC_MMAP_THRESHOLD_")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
-    assert!(
-        wait_ready(&format!("{base}/readyz"), Duration::from_secs(20)),
-        "authgate did not become ready"
-    );
+    let (mut child, base) = serve_defaults(dir.path(), Stdio::null);
     let password = std::fs::read_to_string(dir.path().join("data/demo-password")).unwrap();
     let idle = vm_rss_kib(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
