@@ -15,6 +15,7 @@
 
 use std::ops::Range;
 
+use prost::encoding::{self, WireType};
 use tonic::codegen::Bytes;
 
 use crate::decision;
@@ -58,27 +59,11 @@ impl<'a> Fields<'a> {
         Self { rest: message }
     }
 
+    /// Varints and keys are read by prost's own decoder, so they are accepted exactly when
+    /// prost accepts them.
     #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
-        if let Some((&byte, rest)) = self.rest.split_first()
-            && byte < 0x80
-        {
-            self.rest = rest;
-            return Ok(u64::from(byte));
-        }
-        let mut value = 0u64;
-        for (i, &byte) in self.rest.iter().enumerate().take(10) {
-            // The tenth byte may carry only the 64th bit.
-            if i == 9 && byte > 1 {
-                break;
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                self.rest = &self.rest[i + 1..];
-                return Ok(value);
-            }
-        }
-        Err(WireError("bad varint"))
+        encoding::decode_varint(&mut self.rest).map_err(|_| WireError("bad varint"))
     }
 
     fn take(&mut self, len: u64) -> Result<&'a [u8], WireError> {
@@ -93,20 +78,19 @@ impl<'a> Fields<'a> {
 
     #[inline]
     fn field(&mut self) -> Result<(u32, Payload<'a>), WireError> {
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3)
-            .ok()
-            .filter(|n| *n != 0)
-            .ok_or(WireError("bad field number"))?;
-        let payload = match key & 7 {
-            0 => self.varint().map(|_| Payload::Scalar)?,
-            1 => self.take(8).map(|_| Payload::Scalar)?,
-            2 => {
+        let (number, wire_type) =
+            encoding::decode_key(&mut self.rest).map_err(|_| WireError("bad field key"))?;
+        let payload = match wire_type {
+            WireType::Varint => self.varint().map(|_| Payload::Scalar)?,
+            WireType::SixtyFourBit => self.take(8).map(|_| Payload::Scalar)?,
+            WireType::LengthDelimited => {
                 let len = self.varint()?;
                 Payload::Bytes(self.take(len)?)
             }
-            5 => self.take(4).map(|_| Payload::Scalar)?,
-            _ => return Err(WireError("unsupported wire type")),
+            WireType::ThirtyTwoBit => self.take(4).map(|_| Payload::Scalar)?,
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(WireError("unsupported wire type"));
+            }
         };
         Ok((number, payload))
     }
@@ -309,24 +293,26 @@ impl CheckCall {
             },
             None => None,
         };
-        let mut call = Self {
-            http: http.map(|h| within(&buf, h)),
-            method: 0..0,
-            path: 0..0,
-            known: [None, None],
-            buf: Bytes::new(),
+        let Some(http) = http else {
+            return Ok(Self {
+                buf,
+                http: None,
+                method: 0..0,
+                path: 0..0,
+                known: [None, None],
+            });
         };
-        if let Some(http) = http {
-            let mut known = KNOWN.map(Lookup::new);
-            let (method, path) = walk_http(http, true, |in_map, key, value| {
-                known.iter_mut().for_each(|k| k.see(in_map, key, value));
-            })?;
-            call.method = within(&buf, method);
-            call.path = within(&buf, path);
-            call.known = known.map(|k| k.found().map(|v| within(&buf, v)));
-        }
-        call.buf = buf;
-        Ok(call)
+        let mut known = KNOWN.map(Lookup::new);
+        let (method, path) = walk_http(http, true, |in_map, key, value| {
+            known.iter_mut().for_each(|k| k.see(in_map, key, value));
+        })?;
+        Ok(Self {
+            http: Some(within(&buf, http)),
+            method: within(&buf, method),
+            path: within(&buf, path),
+            known: known.map(|k| k.found().map(|v| within(&buf, v))),
+            buf,
+        })
     }
 
     /// Whether the call carries `attributes.request.http` (Envoy's HTTP filter always does).
