@@ -147,12 +147,9 @@ fn is_plain(path: &str) -> bool {
 
 /// The readings of `path` a backend might make: percent-decoded once or until stable (at
 /// most five rounds), `\\` as a separator or as a plain character (nginx keeps it, some
-/// backends split on it), `;` segment parameters kept or dropped. All normalised. A plain
-/// path is its only reading.
-fn interpretations(path: &str) -> Vec<Cow<'_, str>> {
-    if is_plain(path) {
-        return vec![Cow::Borrowed(path)];
-    }
+/// backends split on it), `;` segment parameters kept or dropped. All normalised. (A plain
+/// path is its only reading; `route` does not ask for it.)
+fn interpretations(path: &str) -> Vec<String> {
     let once = decode(path).into_owned();
     let mut full = once.clone();
     for _ in 0..4 {
@@ -162,7 +159,7 @@ fn interpretations(path: &str) -> Vec<Cow<'_, str>> {
         }
         full = next.into_owned();
     }
-    let mut out: Vec<Cow<'_, str>> = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     for decoded in [&once, &full] {
         let without_params = decoded.contains(';').then(|| {
             decoded
@@ -174,8 +171,8 @@ fn interpretations(path: &str) -> Vec<Cow<'_, str>> {
         for variant in std::iter::once(decoded).chain(without_params.as_ref()) {
             for backslash_separates in [false, true] {
                 let n = normalise_with(variant, backslash_separates);
-                if !out.iter().any(|o| *o == n) {
-                    out.push(Cow::Owned(n));
+                if !out.contains(&n) {
+                    out.push(n);
                 }
             }
         }
