@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use authgate::clock::Clock;
 use authgate::config::{Algorithm, Config, TokenSources};
+use authgate::credentials::{self, Found, Headers, Sources};
 use authgate::decision::{Checker, Request};
-use authgate::policy::{self, Found, Headers, Policy};
+use authgate::policy::Policy;
 use authgate::revocation::Revocations;
 use authgate::token::{Kind, TokenService};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -37,6 +38,10 @@ struct EnvoyLike(HashMap<String, String>);
 impl Headers for EnvoyLike {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
+    }
+
+    fn repeated(&self, _: &str) -> bool {
+        false
     }
 }
 
@@ -98,23 +103,23 @@ fn mint(tokens: &TokenService, i: usize) -> String {
 fn find_token(c: &mut Criterion) {
     let s = setup("EdDSA");
     let token = mint(&service(&s), 0);
-    let sources = TokenSources::default();
+    let sources = Sources::new(&TokenSources::default());
     let mut g = c.benchmark_group("find_token");
     let header = envoy_headers(&[("authorization", &format!("Bearer {token}"))]);
     g.bench_function("header", |b| {
         b.iter(|| {
-            let found = policy::find_token(&sources, black_box(&header), black_box("/api/x"));
+            let found = credentials::find_token(&sources, black_box(&header), black_box("/api/x"));
             assert!(matches!(found, Found::Token(..)));
         })
     });
     let cookie = envoy_headers(&[("cookie", &format!("theme=dark; authgate_access={token}"))]);
     g.bench_function("cookie", |b| {
-        b.iter(|| policy::find_token(&sources, black_box(&cookie), black_box("/api/x")))
+        b.iter(|| credentials::find_token(&sources, black_box(&cookie), black_box("/api/x")))
     });
     let none = envoy_headers(&[]);
     let path = format!("/events?since=0&access_token={token}");
     g.bench_function("query", |b| {
-        b.iter(|| policy::find_token(&sources, black_box(&none), black_box(&path)))
+        b.iter(|| credentials::find_token(&sources, black_box(&none), black_box(&path)))
     });
     g.finish();
 

@@ -6,19 +6,19 @@
 //! `WWW-Authenticate`, JSON body); the gRPC and HTTP adapters only copy those fields into their
 //! own types, so they cannot disagree.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 
 use crate::config::Access;
-use crate::policy::{self, Found, Headers, Policy};
+use crate::credentials::{self, AUTHORIZATION, COOKIE, Found, Headers, Sources};
+use crate::policy::Policy;
 use crate::revocation::Revocations;
-use crate::token::{Kind, TokenError, TokenService};
+use crate::token::{Invalid, Kind, TokenError, TokenService, Verified};
 
 pub const X_AUTH_USER: &str = "x-auth-user";
 pub const X_AUTH_SESSION: &str = "x-auth-session";
-pub const AUTHORIZATION: &str = "authorization";
-pub const COOKIE: &str = "cookie";
 
 /// The facts of one request, as any proxy reports them.
 pub struct Request<'a> {
@@ -32,6 +32,15 @@ pub struct Request<'a> {
 pub enum Decision {
     Allow(Allow),
     Deny(Denial),
+}
+
+impl Decision {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Decision::Allow(_) => Outcome::Allow,
+            Decision::Deny(d) => d.outcome(),
+        }
+    }
 }
 
 /// What to change in the upstream request when allowing.
@@ -55,19 +64,72 @@ pub enum Denial {
     NoToken,
     /// Something that cannot be a token (wrong shape, duplicated, oversized).
     Malformed,
-    /// A token that is not genuine or not current.
-    InvalidToken(&'static str),
+    /// A token that is not genuine.
+    Invalid(Invalid),
+    Expired,
+    NotYetValid,
+    /// A genuine token of a session that has ended.
+    Revoked,
     /// A genuine token of the wrong kind (refresh or MFA-pending) used as an access token.
-    NotAccessToken,
+    WrongKind,
     /// The route needs a second factor the token does not carry.
     MfaRequired,
+}
+
+/// What a check came to, as counted by the metrics: allow, or the kind of denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    NoToken,
+    Malformed,
+    InvalidToken,
+    Expired,
+    NotYetValid,
+    Revoked,
+    WrongTokenType,
+    MfaRequired,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of their `as usize` values.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Allow,
+        Outcome::NoToken,
+        Outcome::Malformed,
+        Outcome::InvalidToken,
+        Outcome::Expired,
+        Outcome::NotYetValid,
+        Outcome::Revoked,
+        Outcome::WrongTokenType,
+        Outcome::MfaRequired,
+    ];
+
+    /// A low-cardinality label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::NoToken => "no_token",
+            Outcome::Malformed => "malformed",
+            Outcome::InvalidToken => "invalid_token",
+            Outcome::Expired => "expired",
+            Outcome::NotYetValid => "not_yet_valid",
+            Outcome::Revoked => "revoked",
+            Outcome::WrongTokenType => "wrong_token_type",
+            Outcome::MfaRequired => "mfa_required",
+        }
+    }
 }
 
 impl Denial {
     pub fn status(self) -> u16 {
         match self {
-            Denial::NoToken | Denial::Malformed | Denial::InvalidToken(_) => 401,
-            Denial::NotAccessToken | Denial::MfaRequired => 403,
+            Denial::NoToken
+            | Denial::Malformed
+            | Denial::Invalid(_)
+            | Denial::Expired
+            | Denial::NotYetValid
+            | Denial::Revoked => 401,
+            Denial::WrongKind | Denial::MfaRequired => 403,
         }
     }
 
@@ -76,8 +138,10 @@ impl Denial {
         match self {
             Denial::NoToken => None,
             Denial::Malformed => Some("invalid_request"),
-            Denial::InvalidToken(_) => Some("invalid_token"),
-            Denial::NotAccessToken | Denial::MfaRequired => Some("insufficient_scope"),
+            Denial::Invalid(_) | Denial::Expired | Denial::NotYetValid | Denial::Revoked => {
+                Some("invalid_token")
+            }
+            Denial::WrongKind | Denial::MfaRequired => Some("insufficient_scope"),
         }
     }
 
@@ -85,22 +149,25 @@ impl Denial {
         match self {
             Denial::NoToken => "a bearer token is required",
             Denial::Malformed => "malformed credentials",
-            Denial::InvalidToken(why) => why,
-            Denial::NotAccessToken => "not an access token",
+            Denial::Invalid(why) => why.description(),
+            Denial::Expired => "token expired",
+            Denial::NotYetValid => "token not yet valid",
+            Denial::Revoked => "token revoked",
+            Denial::WrongKind => "not an access token",
             Denial::MfaRequired => "a second factor is required",
         }
     }
 
-    /// A low-cardinality label for metrics and logs.
-    pub fn label(self) -> &'static str {
+    pub fn outcome(self) -> Outcome {
         match self {
-            Denial::NoToken => "no_token",
-            Denial::Malformed => "malformed",
-            Denial::InvalidToken("token expired") => "expired",
-            Denial::InvalidToken("token revoked") => "revoked",
-            Denial::InvalidToken(_) => "invalid_token",
-            Denial::NotAccessToken => "wrong_token_type",
-            Denial::MfaRequired => "mfa_required",
+            Denial::NoToken => Outcome::NoToken,
+            Denial::Malformed => Outcome::Malformed,
+            Denial::Invalid(_) => Outcome::InvalidToken,
+            Denial::Expired => Outcome::Expired,
+            Denial::NotYetValid => Outcome::NotYetValid,
+            Denial::Revoked => Outcome::Revoked,
+            Denial::WrongKind => Outcome::WrongTokenType,
+            Denial::MfaRequired => Outcome::MfaRequired,
         }
     }
 
@@ -128,10 +195,33 @@ impl From<TokenError> for Denial {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::Malformed => Denial::Malformed,
-            TokenError::Invalid(why) => Denial::InvalidToken(why),
-            TokenError::Expired => Denial::InvalidToken("token expired"),
-            TokenError::NotYetValid => Denial::InvalidToken("token not yet valid"),
+            TokenError::Invalid(why) => Denial::Invalid(why),
+            TokenError::Expired => Denial::Expired,
+            TokenError::NotYetValid => Denial::NotYetValid,
         }
+    }
+}
+
+/// Rules about the request itself, whatever the route: a proxy that keeps repeated headers
+/// apart (HTTP, Envoy's raw `header_map`) must not let a second `Authorization` pass unseen.
+fn request_rules(headers: &dyn Headers) -> Result<(), Denial> {
+    if headers.repeated(AUTHORIZATION) {
+        return Err(Denial::Malformed);
+    }
+    Ok(())
+}
+
+/// The token of a request in `sources`, after the request-level rules.
+fn request_token<'r>(
+    sources: &Sources,
+    headers: &'r dyn Headers,
+    raw_path: &'r str,
+) -> Result<Cow<'r, str>, Denial> {
+    request_rules(headers)?;
+    match credentials::find_token(sources, headers, raw_path) {
+        Found::Token(t, _) => Ok(t),
+        Found::None => Err(Denial::NoToken),
+        Found::Malformed => Err(Denial::Malformed),
     }
 }
 
@@ -143,33 +233,49 @@ pub struct Checker {
 }
 
 impl Checker {
+    /// The one authenticate path (the check, the login API, the socket relay): a genuine,
+    /// current access token of a session that has not ended.
+    pub fn authenticate(&self, token: &str) -> Result<Arc<Verified>, Denial> {
+        let verified = self.tokens.verify(token)?;
+        if verified.kind != Kind::Access {
+            return Err(Denial::WrongKind);
+        }
+        if self.revocations.is_revoked(&verified.sid) {
+            return Err(Denial::Revoked);
+        }
+        Ok(verified)
+    }
+
+    /// [`Self::authenticate`] for the token a request carries in `sources`.
+    pub fn authenticate_request(
+        &self,
+        sources: &Sources,
+        headers: &dyn Headers,
+        raw_path: &str,
+    ) -> Result<Arc<Verified>, Denial> {
+        self.authenticate(&request_token(sources, headers, raw_path)?)
+    }
+
     pub fn check(&self, req: &Request<'_>) -> Decision {
+        match self.decide(req) {
+            Ok(allow) => Decision::Allow(allow),
+            Err(denial) => Decision::Deny(denial),
+        }
+    }
+
+    fn decide(&self, req: &Request<'_>) -> Result<Allow, Denial> {
         let route = self.policy.route(req.method, req.path);
-        let remove_query = policy::present_query_params(req.path, self.policy.all_query_sources());
         if route.access == Access::Public {
-            return Decision::Allow(Allow {
+            request_rules(req.headers)?;
+            return Ok(Allow {
                 remove_headers: vec![X_AUTH_USER, X_AUTH_SESSION],
-                remove_query,
+                remove_query: self.token_params(req.path),
                 ..Allow::default()
             });
         }
-        let token = match policy::find_token(route.sources, req.headers, req.path) {
-            Found::None => return Decision::Deny(Denial::NoToken),
-            Found::Malformed => return Decision::Deny(Denial::Malformed),
-            Found::Token(t, _) => t,
-        };
-        let verified = match self.tokens.verify(&token) {
-            Ok(v) => v,
-            Err(e) => return Decision::Deny(e.into()),
-        };
-        if verified.kind != Kind::Access {
-            return Decision::Deny(Denial::NotAccessToken);
-        }
-        if self.revocations.is_revoked(&verified.sid) {
-            return Decision::Deny(Denial::InvalidToken("token revoked"));
-        }
+        let verified = self.authenticate_request(route.sources, req.headers, req.path)?;
         if route.access == Access::Mfa && !verified.has_otp() {
-            return Decision::Deny(Denial::MfaRequired);
+            return Err(Denial::MfaRequired);
         }
         let mut set_headers = vec![
             (X_AUTH_USER, verified.sub.to_string()),
@@ -182,23 +288,28 @@ impl Checker {
         }
         // Our cookie does not travel on to the backend either (whether or not it was the
         // token used this time).
-        let cookie_name = &route.sources.cookie;
-        if !cookie_name.is_empty()
+        if let Some(name) = route.sources.cookie()
             && let Some(cookies) = req.headers.get(COOKIE)
-            && policy::cookie(cookies, cookie_name).is_some()
+            && credentials::cookie(cookies, name).is_some()
         {
-            match policy::without_cookie(cookies, &route.sources.cookie) {
+            match credentials::without_cookie(cookies, name) {
                 Some(rest) => set_headers.push((COOKIE, rest)),
                 None => remove_headers.push(COOKIE),
             }
         }
-        Decision::Allow(Allow {
+        Ok(Allow {
             user: Some(verified.sub.clone()),
             session: Some(verified.sid.clone()),
             set_headers,
             remove_headers,
-            remove_query,
+            remove_query: self.token_params(req.path),
         })
+    }
+
+    /// The query parameters of `path` that may carry a token on some route: removed before
+    /// the request goes upstream.
+    fn token_params(&self, path: &str) -> Vec<String> {
+        credentials::present_query_params(path, self.policy.all_query_sources())
     }
 }
 
@@ -209,14 +320,20 @@ mod tests {
     use crate::clock::Clock;
     use crate::config::Config;
     use secrecy::SecretString;
-    use std::collections::HashMap;
 
     const T0: u64 = 1_800_000_000;
 
-    struct H(HashMap<String, String>);
+    /// Headers as a proxy that keeps repeated fields apart reports them.
+    struct H(Vec<(String, String)>);
     impl Headers for H {
         fn get(&self, name: &str) -> Option<&str> {
-            self.0.get(name).map(String::as_str)
+            self.0
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+        fn repeated(&self, name: &str) -> bool {
+            self.0.iter().filter(|(k, _)| k == name).count() > 1
         }
     }
 
@@ -288,6 +405,13 @@ mod tests {
         match d {
             Decision::Allow(a) => a,
             Decision::Deny(d) => panic!("denied: {d:?}"),
+        }
+    }
+
+    #[test]
+    fn outcomes_are_listed_in_index_order() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
         }
     }
 
@@ -385,7 +509,7 @@ mod tests {
         allow(f.bearer("/api", &t));
         f.clock.advance(900 + 31);
         let d = denial(f.bearer("/api", &t));
-        assert_eq!((d.status(), d.label()), (401, "expired"));
+        assert_eq!((d.status(), d), (401, Denial::Expired));
         assert!(d.www_authenticate().contains(r#"error="invalid_token""#));
     }
 
@@ -408,7 +532,7 @@ mod tests {
         let t = f.token(Kind::Access, &["pwd"]);
         allow(f.bearer("/api", &t));
         f.checker.revocations.revoke("sid-1", T0 + 900);
-        assert_eq!(denial(f.bearer("/api", &t)).label(), "revoked");
+        assert_eq!(denial(f.bearer("/api", &t)), Denial::Revoked);
     }
 
     #[test]
@@ -452,18 +576,40 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_authorization_header_is_malformed_on_every_route() {
+        let f = fixture("");
+        let t = f.token(Kind::Access, &["pwd"]);
+        let twice = [
+            ("authorization", format!("Bearer {t}")),
+            ("authorization", "Bearer x.y.z".to_owned()),
+        ];
+        let twice: Vec<(&str, &str)> = twice.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for path in ["/api", "/auth/login"] {
+            assert_eq!(denial(f.check(path, &twice)), Denial::Malformed, "{path}");
+        }
+        let h = H(twice
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect());
+        let api = f
+            .checker
+            .authenticate_request(&Sources::HEADER_ONLY, &h, "/");
+        assert_eq!(api.err(), Some(Denial::Malformed));
+    }
+
+    #[test]
     fn hs256_deployment_rejects_eddsa_and_vice_versa() {
         let hs = fixture("[tokens]\nalgorithm = \"HS256\"\n");
         let ed = fixture("");
         let t = ed.token(Kind::Access, &["pwd"]);
         assert_eq!(
             denial(hs.bearer("/api", &t)),
-            Denial::InvalidToken("unexpected signing algorithm")
+            Denial::Invalid(Invalid::Algorithm)
         );
         let t = hs.token(Kind::Access, &["pwd"]);
         assert_eq!(
             denial(ed.bearer("/api", &t)),
-            Denial::InvalidToken("unexpected signing algorithm")
+            Denial::Invalid(Invalid::Algorithm)
         );
     }
 

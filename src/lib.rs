@@ -1,16 +1,17 @@
 //! authgate: an external-authorization sidecar for Envoy (`ext_authz`, gRPC and HTTP) and
 //! nginx (`auth_request`) in front of a legacy application with a weak login.
 //!
-//! Layers, arrows pointing one way: [`config`] -> [`token`] and [`policy`] -> [`decision`] ->
-//! [`grpc`] and [`http`] -> [`server`]. [`token`], [`policy`] and [`decision`] know nothing of
+//! Layers, arrows pointing one way: [`config`] -> [`token`], [`credentials`] and [`policy`] ->
+//! [`decision`] ->
+//! [`grpc`] and [`web`] -> [`server`]. [`token`], [`policy`] and [`decision`] know nothing of
 //! any transport.
 
 pub mod backend;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod decision;
 pub mod grpc;
-pub mod http;
 pub mod login;
 pub mod metrics;
 pub mod policy;
@@ -18,3 +19,4 @@ pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod web;

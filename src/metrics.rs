@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::decision::Decision;
+use crate::decision::{Decision, Outcome};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Transport {
@@ -23,17 +23,6 @@ pub enum Transport {
 }
 
 const TRANSPORTS: [&str; 2] = ["grpc", "http"];
-/// `allow` followed by every `Denial::label()`.
-const OUTCOMES: [&str; 8] = [
-    "allow",
-    "no_token",
-    "malformed",
-    "invalid_token",
-    "expired",
-    "revoked",
-    "wrong_token_type",
-    "mfa_required",
-];
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -117,11 +106,11 @@ impl Metrics {
         let checks = TRANSPORTS
             .iter()
             .map(|t| {
-                OUTCOMES
+                Outcome::ALL
                     .iter()
                     .map(|o| {
                         checks_family
-                            .get_or_create(&vec![("transport", *t), ("outcome", *o)])
+                            .get_or_create(&vec![("transport", *t), ("outcome", o.label())])
                             .clone()
                     })
                     .collect()
@@ -169,14 +158,10 @@ impl Metrics {
         }
     }
 
+    /// Counts one check under its transport and outcome; records how long it took.
     pub fn record_check(&self, transport: Transport, decision: &Decision, elapsed: Duration) {
-        let label = match decision {
-            Decision::Allow(_) => "allow",
-            Decision::Deny(d) => d.label(),
-        };
-        let outcome = OUTCOMES.iter().position(|o| *o == label).unwrap_or(0);
         let t = transport as usize;
-        self.checks[t][outcome].inc();
+        self.checks[t][decision.outcome() as usize].inc();
         self.latency[t].observe(elapsed);
     }
 
@@ -210,7 +195,7 @@ mod tests {
         );
         m.record_check(
             Transport::Http,
-            &Decision::Deny(Denial::InvalidToken("token expired")),
+            &Decision::Deny(Denial::Expired),
             Duration::ZERO,
         );
         m.record_login("success");
@@ -239,5 +224,13 @@ mod tests {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        // Every outcome has its own series, from start-up.
+        for o in Outcome::ALL {
+            let series = format!(
+                r#"authgate_checks_total{{transport="http",outcome="{}"}}"#,
+                o.label()
+            );
+            assert!(text.contains(&series), "{series} missing");
+        }
     }
 }

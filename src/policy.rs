@@ -1,5 +1,5 @@
-//! Route policy and token sources: which access a request path needs, and where its token is.
-//! Pure functions over strings; no transport types, no I/O.
+//! Route policy: which access a request path needs, and where its token may be (the
+//! [`Sources`] of the matching route). Pure functions over strings; no transport types, no I/O.
 //!
 //! Paths are matched after normalisation (percent-decoding, `\` as `/` or not, duplicate slashes and
 //! dot segments resolved, query ignored). Because a backend may decode a path once, twice, or
@@ -10,7 +10,8 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-use crate::config::{self, Access, TokenSources};
+use crate::config::{self, Access};
+use crate::credentials::Sources;
 
 /// A route rule with its methods upper-cased once.
 #[derive(Debug, Clone)]
@@ -18,21 +19,21 @@ struct Rule {
     prefix: String,
     methods: Option<Vec<String>>,
     access: Access,
-    sources: Option<TokenSources>,
+    sources: Option<Sources>,
 }
 
 /// Compiled `[policy]` section.
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
-    sources: TokenSources,
+    sources: Sources,
 }
 
 /// What the policy says about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteDecision<'p> {
     pub access: Access,
-    pub sources: &'p TokenSources,
+    pub sources: &'p Sources,
 }
 
 impl Policy {
@@ -53,26 +54,26 @@ impl Policy {
                         .as_ref()
                         .map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
                     access: r.access,
-                    sources: r.token_sources.clone(),
+                    sources: r.token_sources.as_ref().map(Sources::new),
                 })
                 .collect()
         };
         Self {
             rules,
-            sources: cfg.token_sources.clone(),
+            sources: Sources::new(&cfg.token_sources),
         }
     }
 
     /// The query parameters that may carry a token on any route (removed before upstream).
     pub fn all_query_sources(&self) -> impl Iterator<Item = &str> {
         self.sources
-            .query
+            .query()
             .iter()
             .chain(
                 self.rules
                     .iter()
                     .filter_map(|r| r.sources.as_ref())
-                    .flat_map(|s| s.query.iter()),
+                    .flat_map(|s| s.query().iter()),
             )
             .map(String::as_str)
     }
@@ -217,167 +218,12 @@ fn normalise_with(path: &str, backslash_separates: bool) -> String {
     out
 }
 
-/// Where a token was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Header,
-    Cookie,
-    Query,
-}
-
-/// Result of looking for a token.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Found<'r> {
-    None,
-    Token(Cow<'r, str>, Source),
-    /// Something was there but cannot be a token (wrong shape, duplicated, oversized).
-    Malformed,
-}
-
-/// Header lookup for the transport adapters: lower-case `name`, all values joined as the
-/// proxy sent them.
-pub trait Headers {
-    fn get(&self, name: &str) -> Option<&str>;
-}
-
-/// Finds the token in the configured sources, in order header, cookie, query.
-pub fn find_token<'r>(
-    sources: &TokenSources,
-    headers: &'r dyn Headers,
-    raw_path: &'r str,
-) -> Found<'r> {
-    if sources.header
-        && let Some(value) = headers.get("authorization")
-    {
-        match bearer(value) {
-            Bearer::Token(t) => return Found::Token(Cow::Borrowed(t), Source::Header),
-            Bearer::Malformed => return Found::Malformed,
-            Bearer::OtherScheme => {}
-        }
-    }
-    if !sources.cookie.is_empty()
-        && let Some(cookies) = headers.get("cookie")
-        && let Some(v) = cookie(cookies, &sources.cookie)
-    {
-        return Found::Token(Cow::Borrowed(v), Source::Cookie);
-    }
-    if let Some(query) = raw_path.split_once('?').map(|(_, q)| q) {
-        let query = query.split('#').next().unwrap_or("");
-        for name in &sources.query {
-            let mut values = query_values(query, name);
-            if let Some(first) = values.next() {
-                if values.next().is_some() {
-                    return Found::Malformed;
-                }
-                let decoded = match percent_decode_str(first).decode_utf8() {
-                    Ok(v) => v,
-                    Err(_) => return Found::Malformed,
-                };
-                // `authorization=Bearer%20<jwt>` as some EventSource clients send it.
-                let token = match decoded {
-                    Cow::Borrowed(s) => Cow::Borrowed(strip_bearer(s)),
-                    Cow::Owned(s) => Cow::Owned(strip_bearer(&s).to_owned()),
-                };
-                return Found::Token(token, Source::Query);
-            }
-        }
-    }
-    Found::None
-}
-
-fn strip_bearer(s: &str) -> &str {
-    match s.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => s,
-    }
-}
-
-enum Bearer<'a> {
-    Token(&'a str),
-    OtherScheme,
-    Malformed,
-}
-
-/// RFC 6750 2.1: `Bearer 1*SP b64token`, scheme case-insensitive.
-fn bearer(value: &str) -> Bearer<'_> {
-    let value = value.trim();
-    let Some((scheme, rest)) = value.split_once(' ') else {
-        return if value.eq_ignore_ascii_case("bearer") {
-            Bearer::Malformed
-        } else {
-            Bearer::OtherScheme
-        };
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Bearer::OtherScheme;
-    }
-    let token = rest.trim_start_matches(' ');
-    // A proxy joins repeated headers with ','; two credentials is a malformed request.
-    if token.is_empty() || memchr::memchr2(b',', b' ', token.as_bytes()).is_some() {
-        return Bearer::Malformed;
-    }
-    Bearer::Token(token)
-}
-
-/// Value of cookie `name` in a `Cookie` header (RFC 6265 `name=value; name2=value2`).
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
-/// The `Cookie` header without cookie `name`; `None` when nothing else is left.
-pub fn without_cookie(header: &str, name: &str) -> Option<String> {
-    let rest: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k != name))
-        .collect();
-    (!rest.is_empty()).then(|| rest.join("; "))
-}
-
-fn query_values<'a>(query: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
-    query
-        .split('&')
-        .filter_map(move |pair| match pair.split_once('=') {
-            Some((k, v)) if k == name => Some(v),
-            None if pair == name => Some(""),
-            _ => None,
-        })
-}
-
-/// Query parameter names among `names` that occur in `raw_path`'s query.
-pub fn present_query_params<'n>(
-    raw_path: &str,
-    names: impl Iterator<Item = &'n str>,
-) -> Vec<String> {
-    let Some((_, query)) = raw_path.split_once('?') else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = Vec::new();
-    for name in names {
-        if query_values(query, name).next().is_some() && !out.iter().any(|n| n == name) {
-            out.push(name.to_owned());
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::credentials::present_query_params;
     use proptest::prelude::*;
-    use std::collections::HashMap;
-
-    struct H(HashMap<&'static str, String>);
-    impl Headers for H {
-        fn get(&self, name: &str) -> Option<&str> {
-            self.0.get(name).map(String::as_str)
-        }
-    }
 
     fn default_policy() -> Policy {
         Policy::new(&config::Policy::default())
@@ -480,74 +326,6 @@ access = "token"
         assert_eq!(p.route("GET", "/public/../admin").access, Access::Mfa);
     }
 
-    fn headers(pairs: &[(&'static str, &str)]) -> H {
-        H(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect())
-    }
-
-    #[test]
-    fn finds_tokens_in_order() {
-        let s = TokenSources::default();
-        let h = headers(&[
-            ("authorization", "Bearer a.b.c"),
-            ("cookie", "authgate_access=c.c.c"),
-        ]);
-        assert_eq!(
-            find_token(&s, &h, "/x?access_token=q.q.q"),
-            Found::Token("a.b.c".into(), Source::Header)
-        );
-        let h = headers(&[("cookie", "x=1; authgate_access=c.c.c")]);
-        assert_eq!(
-            find_token(&s, &h, "/x"),
-            Found::Token("c.c.c".into(), Source::Cookie)
-        );
-        let h = headers(&[]);
-        assert_eq!(
-            find_token(&s, &h, "/x?a=1&access_token=q.q.q"),
-            Found::Token("q.q.q".into(), Source::Query)
-        );
-        assert_eq!(
-            find_token(&s, &h, "/x?authorization=Bearer%20q.q.q"),
-            Found::Token("q.q.q".into(), Source::Query)
-        );
-        assert_eq!(find_token(&s, &h, "/x"), Found::None);
-        let h = headers(&[("authorization", "alice:deadbeef")]);
-        assert_eq!(find_token(&s, &h, "/x"), Found::None);
-    }
-
-    #[test]
-    fn malformed_credentials() {
-        let s = TokenSources::default();
-        for value in [
-            "Bearer",
-            "Bearer ",
-            "Bearer a.b.c, Bearer d.e.f",
-            "bearer a b",
-        ] {
-            let h = headers(&[("authorization", value)]);
-            assert_eq!(find_token(&s, &h, "/x"), Found::Malformed, "{value}");
-        }
-        let h = headers(&[]);
-        assert_eq!(
-            find_token(&s, &h, "/x?access_token=a&access_token=b"),
-            Found::Malformed
-        );
-        assert_eq!(find_token(&s, &h, "/x?access_token=%ff"), Found::Malformed);
-    }
-
-    #[test]
-    fn sources_can_be_disabled() {
-        let s = TokenSources {
-            header: false,
-            query: vec![],
-            cookie: String::new(),
-        };
-        let h = headers(&[
-            ("authorization", "Bearer a.b.c"),
-            ("cookie", "authgate_access=c"),
-        ]);
-        assert_eq!(find_token(&s, &h, "/x?access_token=q"), Found::None);
-    }
-
     #[test]
     fn lists_query_params_to_remove() {
         let p = default_policy();
@@ -571,14 +349,6 @@ access = "token"
             prop_assert!(n.starts_with('/'));
             prop_assert!(!n.contains("//"));
             prop_assert!(!n.split('/').any(|s| s == ".." || s == "."));
-        }
-
-        #[test]
-        fn token_extraction_never_panics(auth in ".{0,80}", cookie in ".{0,80}", query in ".{0,80}") {
-            let s = TokenSources::default();
-            let h = headers(&[("authorization", &auth), ("cookie", &cookie)]);
-            let path = format!("/x?{query}");
-            let _ = find_token(&s, &h, &path);
         }
     }
 }

@@ -19,13 +19,13 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::decision::Checker;
 use crate::grpc::AuthzService;
-use crate::http::{AppState, app};
 use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::revocation::Revocations;
 use crate::store::{Ns, Store, StoreError};
 use crate::token::TokenService;
+use crate::web::{AppState, app};
 
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(10);
 const REVOCATION_SYNC_EVERY: Duration = Duration::from_millis(500);

@@ -18,8 +18,7 @@ use std::ops::Range;
 use prost::encoding::{self, WireType};
 use tonic::codegen::Bytes;
 
-use crate::decision;
-use crate::policy::Headers;
+use crate::credentials::{self, Headers};
 
 // Field numbers: envoy/service/auth/v3/{external_auth,attribute_context}.proto and
 // envoy/config/core/v3/base.proto.
@@ -227,11 +226,13 @@ fn walk_http<'a>(
 
 /// One header looked up as prost's structs answered it: the `headers` map by exact
 /// (lower-case) key, its last entry if repeated; else the first raw `header_map` entry
-/// whose key matches in any case.
+/// whose key matches in any case. Raw entries are counted: Envoy keeps repeated headers
+/// apart there (it joins them with `,` in the map).
 struct Lookup<'n, 'a> {
     name: &'n str,
     mapped: Option<&'a [u8]>,
     raw: Option<&'a [u8]>,
+    raw_count: u8,
 }
 
 impl<'n, 'a> Lookup<'n, 'a> {
@@ -240,6 +241,7 @@ impl<'n, 'a> Lookup<'n, 'a> {
             name,
             mapped: None,
             raw: None,
+            raw_count: 0,
         }
     }
 
@@ -248,9 +250,16 @@ impl<'n, 'a> Lookup<'n, 'a> {
             if key == self.name.as_bytes() {
                 self.mapped = Some(value);
             }
-        } else if self.raw.is_none() && key.eq_ignore_ascii_case(self.name.as_bytes()) {
-            self.raw = Some(value);
+        } else if key.eq_ignore_ascii_case(self.name.as_bytes()) {
+            self.raw_count = self.raw_count.saturating_add(1);
+            if self.raw.is_none() {
+                self.raw = Some(value);
+            }
         }
+    }
+
+    fn repeated(&self) -> bool {
+        self.raw_count > 1
     }
 
     fn found(&self) -> Option<&'a [u8]> {
@@ -260,7 +269,7 @@ impl<'n, 'a> Lookup<'n, 'a> {
 
 /// The headers the decision reads (the bearer token and the token cookie), found during
 /// the one walk of `parse` so that looking them up costs nothing more.
-const KNOWN: [&str; 2] = [decision::AUTHORIZATION, decision::COOKIE];
+const KNOWN: [&str; 2] = [credentials::AUTHORIZATION, credentials::COOKIE];
 
 /// Where `inner`, a part of `outer` unless empty, lies in `outer`.
 fn within(outer: &[u8], inner: &[u8]) -> Range<usize> {
@@ -281,6 +290,8 @@ pub struct CheckCall {
     path: Range<usize>,
     /// Where the value of each of [`KNOWN`] is, if present.
     known: [Option<Range<usize>>; KNOWN.len()],
+    /// Which of [`KNOWN`] came as more than one raw header.
+    known_repeated: [bool; KNOWN.len()],
 }
 
 impl CheckCall {
@@ -300,6 +311,7 @@ impl CheckCall {
                 method: 0..0,
                 path: 0..0,
                 known: [None, None],
+                known_repeated: [false, false],
             });
         };
         let mut known = KNOWN.map(Lookup::new);
@@ -310,6 +322,7 @@ impl CheckCall {
             http: Some(within(&buf, http)),
             method: within(&buf, method),
             path: within(&buf, path),
+            known_repeated: known.each_ref().map(Lookup::repeated),
             known: known.map(|k| k.found().map(|v| within(&buf, v))),
             buf,
         })
@@ -350,6 +363,20 @@ impl Headers for CheckCall {
         })
         .ok()?;
         std::str::from_utf8(lookup.found()?).ok()
+    }
+
+    fn repeated(&self, name: &str) -> bool {
+        if let Some(i) = KNOWN.iter().position(|k| *k == name) {
+            return self.known_repeated[i];
+        }
+        let Some(http) = self.http.clone() else {
+            return false;
+        };
+        let mut lookup = Lookup::new(name);
+        let walked = walk_http(&self.buf[http], false, |in_map, key, value| {
+            lookup.see(in_map, key, value)
+        });
+        walked.is_ok() && lookup.repeated()
     }
 }
 

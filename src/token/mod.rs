@@ -114,12 +114,48 @@ impl Verified {
 pub enum TokenError {
     #[error("malformed token")]
     Malformed,
-    #[error("{0}")]
-    Invalid(&'static str),
+    #[error("{}", .0.description())]
+    Invalid(Invalid),
     #[error("token expired")]
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+}
+
+/// Why a well-formed token is not genuine: a fixed set, so logs and metrics stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// Not three base64url segments.
+    NotJwt,
+    /// A JOSE header that does not parse (`alg: none` among them).
+    Header,
+    /// Signed with another algorithm than the configured one.
+    Algorithm,
+    /// A `typ` that is none of ours.
+    Type,
+    /// A `kid` we do not have.
+    UnknownKey,
+    Signature,
+    Issuer,
+    Audience,
+    /// Claims missing, of the wrong type, or a credential that does not open.
+    Claims,
+}
+
+impl Invalid {
+    pub fn description(self) -> &'static str {
+        match self {
+            Invalid::NotJwt => "not a JWT",
+            Invalid::Header => "invalid token header",
+            Invalid::Algorithm => "unexpected signing algorithm",
+            Invalid::Type => "unexpected token type",
+            Invalid::UnknownKey => "unknown signing key",
+            Invalid::Signature => "bad signature",
+            Invalid::Issuer => "wrong issuer",
+            Invalid::Audience => "wrong audience",
+            Invalid::Claims => "invalid token",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -315,46 +351,46 @@ impl TokenService {
 
     fn verify_cold(&self, token: &str) -> Result<Verified, TokenError> {
         if !jws_shaped(token) {
-            return Err(TokenError::Invalid("not a JWT"));
+            return Err(TokenError::Invalid(Invalid::NotJwt));
         }
         // Unparseable headers include `alg: none`, which jsonwebtoken does not even model.
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| TokenError::Invalid("invalid token header"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid(Invalid::Header))?;
         if header.alg != jwt_alg(self.alg) {
-            return Err(TokenError::Invalid("unexpected signing algorithm"));
+            return Err(TokenError::Invalid(Invalid::Algorithm));
         }
         let kind = header
             .typ
             .as_deref()
             .and_then(Kind::from_typ)
-            .ok_or(TokenError::Invalid("unexpected token type"))?;
+            .ok_or(TokenError::Invalid(Invalid::Type))?;
         let keys = self.keys.load();
         let decoding = header
             .kid
             .as_deref()
             .and_then(|kid| keys.verifying.get(kid))
-            .ok_or(TokenError::Invalid("unknown signing key"))?;
+            .ok_or(TokenError::Invalid(Invalid::UnknownKey))?;
         let data =
             jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as E;
                 TokenError::Invalid(match e.kind() {
-                    E::InvalidSignature => "bad signature",
-                    E::InvalidIssuer => "wrong issuer",
-                    E::InvalidAudience => "wrong audience",
-                    _ => "invalid token",
+                    E::InvalidSignature => Invalid::Signature,
+                    E::InvalidIssuer => Invalid::Issuer,
+                    E::InvalidAudience => Invalid::Audience,
+                    _ => Invalid::Claims,
                 })
             })?;
         let c = data.claims;
         let credential = match c.cred {
             Some(sealed) if kind != Kind::Refresh => Some(
                 self.unseal(&c.sid, &sealed)
-                    .ok_or(TokenError::Invalid("invalid token"))?,
+                    .ok_or(TokenError::Invalid(Invalid::Claims))?,
             ),
-            Some(_) => return Err(TokenError::Invalid("invalid token")),
+            Some(_) => return Err(TokenError::Invalid(Invalid::Claims)),
             None => None,
         };
         if c.sub.is_empty() || c.sid.is_empty() {
-            return Err(TokenError::Invalid("invalid token"));
+            return Err(TokenError::Invalid(Invalid::Claims));
         }
         Ok(Verified {
             kind,

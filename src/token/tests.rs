@@ -120,7 +120,7 @@ fn hs256_signed_with_the_public_key_is_refused() {
         .unwrap();
         assert_eq!(
             svc.verify(&forged).unwrap_err(),
-            TokenError::Invalid("unexpected signing algorithm"),
+            TokenError::Invalid(Invalid::Algorithm),
             "{alg:?}"
         );
     }
@@ -138,7 +138,7 @@ fn unknown_kid_wrong_issuer_and_audience_are_refused() {
         .unwrap();
     assert_eq!(
         svc.verify(&t).unwrap_err(),
-        TokenError::Invalid("wrong issuer")
+        TokenError::Invalid(Invalid::Issuer)
     );
     let other_aud = service(Algorithm::EdDSA, dir.path(), &clock, "audience = \"other\"");
     let (t, _) = other_aud
@@ -146,7 +146,7 @@ fn unknown_kid_wrong_issuer_and_audience_are_refused() {
         .unwrap();
     assert_eq!(
         svc.verify(&t).unwrap_err(),
-        TokenError::Invalid("wrong audience")
+        TokenError::Invalid(Invalid::Audience)
     );
     // A different store has different keys: its kid is unknown here.
     let dir2 = tempfile::tempdir().unwrap();
@@ -156,7 +156,7 @@ fn unknown_kid_wrong_issuer_and_audience_are_refused() {
         .unwrap();
     assert_eq!(
         svc.verify(&t).unwrap_err(),
-        TokenError::Invalid("unknown signing key")
+        TokenError::Invalid(Invalid::UnknownKey)
     );
 }
 
@@ -174,7 +174,7 @@ fn tampered_payload_fails_signature() {
     let forged = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
     assert_eq!(
         svc.verify(&forged).unwrap_err(),
-        TokenError::Invalid("bad signature")
+        TokenError::Invalid(Invalid::Signature)
     );
 }
 

@@ -1,0 +1,109 @@
+//! What the login API reads from a request before a handler runs: a JSON body whose every
+//! failure is a 400, the client address (through trusted proxies only), and the
+//! authenticated caller, by the same authenticate path as the check.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::credentials::Sources;
+use crate::token::Verified;
+
+/// A JSON body whose every failure is a 400 (or 413 when too large), never 415/422.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::bad_request(
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "request body too large",
+                )
+            } else {
+                ApiError::bad_request("unreadable request body")
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|_| {
+            ApiError::bad_request("body must be a JSON object with the documented string fields")
+        })
+    }
+}
+
+/// The authenticated caller of an API route: a genuine access token of a live session
+/// (`Authorization: Bearer` only), and the client address (see [`client_ip`]).
+pub struct Caller {
+    pub token: Arc<Verified>,
+    pub client: IpAddr,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token =
+            state
+                .checker
+                .authenticate_request(&Sources::HEADER_ONLY, &parts.headers, "")?;
+        let ClientAddr(client) = ClientAddr::from_request_parts(parts, state).await?;
+        Ok(Self { token, client })
+    }
+}
+
+/// The client address of a request (see [`client_ip`]).
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        Ok(Self(client_ip(state, peer, &parts.headers)))
+    }
+}
+
+/// The client address: the peer, or the last `X-Forwarded-For` hop when the peer is a
+/// trusted proxy (the entry that proxy appended itself).
+fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if !state.trusted_proxies.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|ip| ip.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}

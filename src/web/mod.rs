@@ -1,0 +1,115 @@
+//! The HTTP listener: the check for proxies ([`authz`]), the login API ([`login_api`]), and
+//! what operators and clients read (JWKS, health, readiness, metrics). Handlers translate;
+//! decisions live in `decision` and `login`, and every error goes through [`error`], the one
+//! place that maps it to a status and a JSON body.
+
+mod authz;
+mod error;
+mod extract;
+mod login_api;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::decision::Checker;
+use crate::login::LoginService;
+use crate::metrics::Metrics;
+use crate::token::TokenService;
+pub use error::ApiError;
+
+/// Largest request body the login API reads.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub checker: Arc<Checker>,
+    pub tokens: Arc<TokenService>,
+    pub login: Arc<LoginService>,
+    pub metrics: Arc<Metrics>,
+    /// Keys loaded and not draining (the store is asked on each /readyz).
+    pub ready: Arc<AtomicBool>,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    // The check answers only 200/401/403 (oversized credentials are a 401 there), so the
+    // header bound applies to the API alone.
+    let api = login_api::routes()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(limit_headers));
+    // No layer on the check: each one costs an extension insert or a boxed future per request.
+    authz::routes().merge(api).with_state(state)
+}
+
+/// Largest total of request header names and values the API reads.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// 431 for requests whose headers are larger than any legitimate client sends.
+async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request",
+            "request headers too large",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    let mut resp = Response::new(Body::from(Bytes::copy_from_slice(&state.tokens.jwks())));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) && state.login.store_ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .cached_tokens
+        .set(state.tokens.cache_entries() as i64);
+    state
+        .metrics
+        .revoked_sessions
+        .set(state.checker.revocations.len() as i64);
+    let mut resp = Response::new(Body::from(state.metrics.render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
