@@ -9,6 +9,7 @@ pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod login;

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, Verdict};
 use crate::config;
-use crate::metrics::Metrics;
+use crate::events::{LoginFailure, RevokeReason, SecurityEvent};
+use crate::metrics::{LoginResult, Metrics};
 use crate::revocation::Revocations;
 use crate::store::{Ns, Store, StoreError, update};
 use crate::token::{Kind, MintError, TokenError, TokenService, Verified};
@@ -148,11 +149,19 @@ impl LoginService {
         self.tokens.clock().now()
     }
 
+    fn emit(&self, event: SecurityEvent<'_>) {
+        event.emit(&self.metrics);
+    }
+
     async fn ensure_unlocked(&self, user: &str, client: IpAddr) -> Result<(), LoginError> {
         let keys = lockout::keys(user, client);
         if let Some(retry_after) = self.lockout.locked(&*self.store, &keys, self.now()).await? {
-            self.metrics.record_login("locked");
-            tracing::warn!(target: "security", event = "login_failure", user, client = %client, reason = "locked");
+            self.metrics.record_login(LoginResult::Locked);
+            self.emit(SecurityEvent::LoginFailure {
+                user,
+                client,
+                reason: LoginFailure::Locked,
+            });
             return Err(LoginError::Locked { retry_after });
         }
         Ok(())
@@ -161,7 +170,11 @@ impl LoginService {
     async fn count_failure(&self, user: &str, client: IpAddr) -> Result<(), LoginError> {
         let keys = lockout::keys(user, client);
         if let Some(lock_for) = self.lockout.fail(&*self.store, &keys, self.now()).await? {
-            tracing::warn!(target: "security", event = "lockout", user, client = %client, lock_for);
+            self.emit(SecurityEvent::Lockout {
+                user,
+                client,
+                lock_for,
+            });
         }
         Ok(())
     }
@@ -179,16 +192,24 @@ impl LoginService {
         let verdict = match self.backend.authenticate(username, password).await {
             Ok(v) => v,
             Err(e) => {
-                self.metrics.record_login("unavailable");
-                tracing::warn!(target: "security", event = "login_failure", user = username, client = %client, reason = "backend_unavailable", error = %e);
+                self.metrics.record_login(LoginResult::Unavailable);
+                self.emit(SecurityEvent::LoginFailure {
+                    user: username,
+                    client,
+                    reason: LoginFailure::BackendUnavailable(&e),
+                });
                 return Err(e.into());
             }
         };
         let credential = match verdict {
             Verdict::Accepted { credential } => credential,
             Verdict::Rejected => {
-                self.metrics.record_login("failure");
-                tracing::info!(target: "security", event = "login_failure", user = username, client = %client, reason = "bad_credentials");
+                self.metrics.record_login(LoginResult::Failure);
+                self.emit(SecurityEvent::LoginFailure {
+                    user: username,
+                    client,
+                    reason: LoginFailure::BadCredentials,
+                });
                 self.count_failure(username, client).await?;
                 return Err(LoginError::BadCredentials);
             }
@@ -204,7 +225,12 @@ impl LoginService {
                 MFA_TOKEN_TTL,
                 credential.as_ref(),
             )?;
-            tracing::info!(target: "security", event = "login_success", user = username, client = %client, sid = %sid, mfa_pending = true);
+            self.emit(SecurityEvent::LoginSuccess {
+                user: username,
+                client,
+                sid: &sid,
+                mfa_pending: true,
+            });
             return Ok(LoginOutcome::MfaRequired {
                 mfa_required: true,
                 mfa_token,
@@ -217,8 +243,13 @@ impl LoginService {
         let pair = self
             .start_session(username, &sid, &["pwd"], credential.as_ref())
             .await?;
-        self.metrics.record_login("success");
-        tracing::info!(target: "security", event = "login_success", user = username, client = %client, sid = %sid);
+        self.metrics.record_login(LoginResult::Success);
+        self.emit(SecurityEvent::LoginSuccess {
+            user: username,
+            client,
+            sid: &sid,
+            mfa_pending: false,
+        });
         Ok(LoginOutcome::Tokens(pair))
     }
 
@@ -242,8 +273,12 @@ impl LoginService {
         self.ensure_unlocked(&user, client).await?;
         let used = self.check_code(&user, code).await?;
         let Some(used) = used else {
-            self.metrics.record_login("failure");
-            tracing::info!(target: "security", event = "mfa_failure", user = %user, client = %client, sid = %t.sid);
+            self.metrics.record_login(LoginResult::Failure);
+            self.emit(SecurityEvent::MfaFailure {
+                user: &user,
+                client,
+                sid: &t.sid,
+            });
             self.count_failure(&user, client).await?;
             return Err(LoginError::InvalidGrant("invalid code"));
         };
@@ -262,7 +297,11 @@ impl LoginService {
             return Err(LoginError::InvalidGrant("MFA token already used"));
         }
         if used == CodeKind::Recovery {
-            tracing::warn!(target: "security", event = "recovery_code_used", user = %user, client = %client, sid = %t.sid);
+            self.emit(SecurityEvent::RecoveryCodeUsed {
+                user: &user,
+                client,
+                sid: &t.sid,
+            });
         }
         self.lockout
             .clear(&*self.store, &lockout::keys(&user, client)[0])
@@ -270,8 +309,12 @@ impl LoginService {
         let pair = self
             .start_session(&user, &t.sid, &["pwd", "otp"], t.credential.as_ref())
             .await?;
-        self.metrics.record_login("success");
-        tracing::info!(target: "security", event = "mfa_success", user = %user, client = %client, sid = %t.sid);
+        self.metrics.record_login(LoginResult::Success);
+        self.emit(SecurityEvent::MfaSuccess {
+            user: &user,
+            client,
+            sid: &t.sid,
+        });
         Ok(pair)
     }
 
@@ -356,9 +399,13 @@ impl LoginService {
         };
         let session: Session = parse(&raw)?;
         if session.refresh_jti != *t.jti {
-            self.revoke_session(&t.sid, &t.sub, client, "refresh_reuse")
+            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::RefreshReuse)
                 .await?;
-            tracing::warn!(target: "security", event = "refresh_reuse", user = %t.sub, client = %client, sid = %t.sid);
+            self.emit(SecurityEvent::RefreshReuse {
+                user: &t.sub,
+                client,
+                sid: &t.sid,
+            });
             return Err(LoginError::InvalidGrant(
                 "refresh token already used; session revoked",
             ));
@@ -368,7 +415,7 @@ impl LoginService {
             .as_deref()
             .and_then(|c| self.tokens.unseal(&t.sid, c));
         if !self.backend.session_alive(credential.as_ref()).await? {
-            self.revoke_session(&t.sid, &t.sub, client, "backend_session_ended")
+            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::BackendSessionEnded)
                 .await?;
             return Err(LoginError::InvalidGrant("backend session ended"));
         }
@@ -391,14 +438,22 @@ impl LoginService {
             .await?;
         if !swapped {
             // Someone else rotated this same token in the meantime: that is reuse too.
-            self.revoke_session(&t.sid, &t.sub, client, "refresh_reuse")
+            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::RefreshReuse)
                 .await?;
-            tracing::warn!(target: "security", event = "refresh_reuse", user = %t.sub, client = %client, sid = %t.sid);
+            self.emit(SecurityEvent::RefreshReuse {
+                user: &t.sub,
+                client,
+                sid: &t.sid,
+            });
             return Err(LoginError::InvalidGrant(
                 "refresh token already used; session revoked",
             ));
         }
-        tracing::info!(target: "security", event = "refresh", user = %t.sub, client = %client, sid = %t.sid);
+        self.emit(SecurityEvent::Refresh {
+            user: &t.sub,
+            client,
+            sid: &t.sid,
+        });
         Ok(pair)
     }
 
@@ -408,7 +463,7 @@ impl LoginService {
         sid: &str,
         user: &str,
         client: IpAddr,
-        reason: &'static str,
+        reason: RevokeReason,
     ) -> Result<(), LoginError> {
         // Refresh tokens die with the session record; the revocation entry only has to outlast
         // the access tokens already out, which keeps the hot-path set small.
@@ -418,7 +473,12 @@ impl LoginService {
         self.store
             .put(Ns::Revoked, sid, until.to_string().as_bytes(), until)
             .await?;
-        tracing::info!(target: "security", event = "revoked", user, client = %client, sid, reason);
+        self.emit(SecurityEvent::Revoked {
+            user,
+            client,
+            sid,
+            reason,
+        });
         Ok(())
     }
 
@@ -427,7 +487,7 @@ impl LoginService {
         &self,
         user: &str,
         client: IpAddr,
-        reason: &'static str,
+        reason: RevokeReason,
     ) -> Result<(), LoginError> {
         let sids: Vec<(String, u64)> = match self.store.get(Ns::UserSessions, user).await? {
             Some(raw) => parse(&raw)?,
@@ -442,12 +502,16 @@ impl LoginService {
 
     /// Ends the session of `token` everywhere at once and logs out of the backend.
     pub async fn logout(&self, token: &Verified, client: IpAddr) -> Result<(), LoginError> {
-        self.revoke_session(&token.sid, &token.sub, client, "logout")
+        self.revoke_session(&token.sid, &token.sub, client, RevokeReason::Logout)
             .await?;
         if let Err(e) = self.backend.logout(token.credential.as_ref()).await {
             tracing::warn!(user = %token.sub, sid = %token.sid, error = %e, "backend logout failed; session revoked anyway");
         }
-        tracing::info!(target: "security", event = "logout", user = %token.sub, client = %client, sid = %token.sid);
+        self.emit(SecurityEvent::Logout {
+            user: &token.sub,
+            client,
+            sid: &token.sid,
+        });
         Ok(())
     }
 
@@ -538,12 +602,21 @@ impl LoginService {
             Some(_) => {}
         }
         if self.check_code(user, code).await? != Some(CodeKind::Totp) {
-            tracing::info!(target: "security", event = "mfa_failure", user, client = %client, sid = %token.sid);
+            self.emit(SecurityEvent::MfaFailure {
+                user,
+                client,
+                sid: &token.sid,
+            });
             return Err(LoginError::InvalidGrant("invalid code"));
         }
         let codes = self.replace_recovery_codes(user, true).await?;
-        tracing::info!(target: "security", event = "2fa_enabled", user, client = %client, sid = %token.sid);
-        self.revoke_user(user, client, "2fa_enabled").await?;
+        self.emit(SecurityEvent::TwoFactorEnabled {
+            user,
+            client,
+            sid: &token.sid,
+        });
+        self.revoke_user(user, client, RevokeReason::TwoFactorEnabled)
+            .await?;
         Ok(codes)
     }
 
@@ -575,8 +648,13 @@ impl LoginService {
     ) -> Result<(), LoginError> {
         self.require_enabled_code(token, code, client).await?;
         self.store.delete(Ns::Mfa, &token.sub).await?;
-        tracing::info!(target: "security", event = "2fa_disabled", user = %token.sub, client = %client, sid = %token.sid);
-        self.revoke_user(&token.sub, client, "2fa_disabled").await
+        self.emit(SecurityEvent::TwoFactorDisabled {
+            user: &token.sub,
+            client,
+            sid: &token.sid,
+        });
+        self.revoke_user(&token.sub, client, RevokeReason::TwoFactorDisabled)
+            .await
     }
 
     /// A fresh set of recovery codes after a valid code; the old ones die.
@@ -610,12 +688,20 @@ impl LoginService {
         match self.check_code(&token.sub, code).await? {
             Some(kind) => {
                 if kind == CodeKind::Recovery {
-                    tracing::warn!(target: "security", event = "recovery_code_used", user = %token.sub, client = %client, sid = %token.sid);
+                    self.emit(SecurityEvent::RecoveryCodeUsed {
+                        user: &token.sub,
+                        client,
+                        sid: &token.sid,
+                    });
                 }
                 Ok(())
             }
             None => {
-                tracing::info!(target: "security", event = "mfa_failure", user = %token.sub, client = %client, sid = %token.sid);
+                self.emit(SecurityEvent::MfaFailure {
+                    user: &token.sub,
+                    client,
+                    sid: &token.sid,
+                });
                 self.count_failure(&token.sub, client).await?;
                 Err(LoginError::InvalidGrant("invalid code"))
             }
