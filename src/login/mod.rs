@@ -5,6 +5,9 @@
 
 pub mod lockout;
 pub mod mfa;
+mod redacted;
+
+pub use redacted::Redacted;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,10 +34,10 @@ const MAX_CODE: usize = 64;
 /// RFC 6749 section 5.1 token response.
 #[derive(Debug, Serialize)]
 pub struct TokenPair {
-    pub access_token: String,
+    pub access_token: Redacted<String>,
     pub token_type: &'static str,
     pub expires_in: u64,
-    pub refresh_token: String,
+    pub refresh_token: Redacted<String>,
     pub refresh_expires_in: u64,
 }
 
@@ -45,16 +48,17 @@ pub enum LoginOutcome {
     Tokens(TokenPair),
     MfaRequired {
         mfa_required: bool,
-        mfa_token: String,
+        mfa_token: Redacted<String>,
         expires_in: u64,
     },
 }
 
+/// A pending second factor, shown once: the secret, and the same as URL and QR code.
 #[derive(Debug, Serialize)]
 pub struct Enrollment {
-    pub secret: String,
-    pub otpauth_url: String,
-    pub qr_png_base64: String,
+    pub secret: Redacted<String>,
+    pub otpauth_url: Redacted<String>,
+    pub qr_png_base64: Redacted<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +237,7 @@ impl LoginService {
             });
             return Ok(LoginOutcome::MfaRequired {
                 mfa_required: true,
-                mfa_token,
+                mfa_token: mfa_token.into(),
                 expires_in: MFA_TOKEN_TTL,
             });
         }
@@ -365,10 +369,10 @@ impl LoginService {
             self.tokens
                 .mint(Kind::Refresh, sub, sid, amr, self.refresh_ttl, None)?;
         let pair = TokenPair {
-            access_token,
+            access_token: access_token.into(),
             token_type: "Bearer",
             expires_in: self.access_ttl,
-            refresh_token,
+            refresh_token: refresh_token.into(),
             refresh_expires_in: self.refresh_ttl,
         };
         Ok((pair, claims.jti))
@@ -576,9 +580,9 @@ impl LoginService {
         };
         self.store.put(Ns::Mfa, user, &json(&record), 0).await?;
         Ok(Enrollment {
-            secret: secret.expose_secret().to_owned(),
-            otpauth_url: totp.get_url(),
-            qr_png_base64: totp.get_qr_base64().unwrap_or_default(),
+            secret: secret.expose_secret().to_owned().into(),
+            otpauth_url: totp.get_url().into(),
+            qr_png_base64: totp.get_qr_base64().unwrap_or_default().into(),
         })
     }
 
@@ -589,7 +593,7 @@ impl LoginService {
         token: &Verified,
         code: &str,
         client: IpAddr,
-    ) -> Result<Vec<String>, LoginError> {
+    ) -> Result<Redacted<Vec<String>>, LoginError> {
         check_len(code, MAX_CODE)?;
         let user = &*token.sub;
         match self.mfa_record(user).await? {
@@ -624,7 +628,7 @@ impl LoginService {
         &self,
         user: &str,
         enable: bool,
-    ) -> Result<Vec<String>, LoginError> {
+    ) -> Result<Redacted<Vec<String>>, LoginError> {
         let (codes, digests) = mfa::new_recovery_codes(user);
         update(&*self.store, Ns::Mfa, user, |raw| {
             let Some(mut rec) = raw.and_then(|r| serde_json::from_slice::<MfaRecord>(r).ok())
@@ -636,7 +640,7 @@ impl LoginService {
             (Some(json(&rec)), 0, ())
         })
         .await?;
-        Ok(codes)
+        Ok(codes.into())
     }
 
     /// Turns 2FA off after a valid code; revokes every session of the user.
@@ -663,7 +667,7 @@ impl LoginService {
         token: &Verified,
         code: &str,
         client: IpAddr,
-    ) -> Result<Vec<String>, LoginError> {
+    ) -> Result<Redacted<Vec<String>>, LoginError> {
         self.require_enabled_code(token, code, client).await?;
         self.replace_recovery_codes(&token.sub, false).await
     }
@@ -726,4 +730,100 @@ impl LoginService {
 enum CodeKind {
     Totp,
     Recovery,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const ACCESS: &str = "eyJhbGciOiJFZERTQSJ9.access-claims.signature";
+    const REFRESH: &str = "eyJhbGciOiJFZERTQSJ9.refresh-claims.signature";
+
+    fn pair() -> TokenPair {
+        TokenPair {
+            access_token: ACCESS.to_owned().into(),
+            token_type: "Bearer",
+            expires_in: 900,
+            refresh_token: REFRESH.to_owned().into(),
+            refresh_expires_in: 86400,
+        }
+    }
+
+    #[test]
+    fn debug_of_what_the_flows_return_shows_no_secret() {
+        let shown = [
+            format!("{:?}", pair()),
+            format!("{:#?}", LoginOutcome::Tokens(pair())),
+            format!(
+                "{:?}",
+                LoginOutcome::MfaRequired {
+                    mfa_required: true,
+                    mfa_token: ACCESS.to_owned().into(),
+                    expires_in: MFA_TOKEN_TTL,
+                }
+            ),
+            format!(
+                "{:?}",
+                Enrollment {
+                    secret: "JBSWY3DPEHPK3PXP".to_owned().into(),
+                    otpauth_url: "otpauth://totp/x:alice?secret=JBSWY3DPEHPK3PXP"
+                        .to_owned()
+                        .into(),
+                    qr_png_base64: "iVBORw0KGgoAAAANSUhEUg".to_owned().into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                Redacted::new(vec!["abcd-efgh-jkmn-pqrs".to_owned()])
+            ),
+        ];
+        for text in &shown {
+            assert!(text.contains(redacted::MARKER), "{text}");
+            for secret in [
+                ACCESS,
+                REFRESH,
+                "JBSWY3DPEHPK3PXP",
+                "otpauth://",
+                "iVBORw0KGgo",
+                "abcd-efgh",
+            ] {
+                assert!(!text.contains(secret), "{secret} shown in {text}");
+            }
+        }
+        assert!(shown[0].contains("expires_in: 900"), "{}", shown[0]);
+    }
+
+    #[test]
+    fn json_of_what_the_flows_return_is_the_values_themselves() {
+        assert_eq!(
+            serde_json::to_string(&LoginOutcome::Tokens(pair())).unwrap(),
+            format!(
+                r#"{{"access_token":"{ACCESS}","token_type":"Bearer","expires_in":900,"refresh_token":"{REFRESH}","refresh_expires_in":86400}}"#
+            )
+        );
+        let mfa = LoginOutcome::MfaRequired {
+            mfa_required: true,
+            mfa_token: ACCESS.to_owned().into(),
+            expires_in: 300,
+        };
+        assert_eq!(
+            serde_json::to_string(&mfa).unwrap(),
+            format!(r#"{{"mfa_required":true,"mfa_token":"{ACCESS}","expires_in":300}}"#)
+        );
+        let enrollment = Enrollment {
+            secret: "S".to_owned().into(),
+            otpauth_url: "U".to_owned().into(),
+            qr_png_base64: "Q".to_owned().into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&enrollment).unwrap(),
+            r#"{"secret":"S","otpauth_url":"U","qr_png_base64":"Q"}"#
+        );
+        let codes = Redacted::new(vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            serde_json::json!({ "recovery_codes": codes }).to_string(),
+            r#"{"recovery_codes":["a","b"]}"#
+        );
+    }
 }
