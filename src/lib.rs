@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod decision;
+pub mod events;
 pub mod grpc;
 pub mod login;
 pub mod metrics;

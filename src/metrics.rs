@@ -15,6 +15,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::decision::{Decision, Outcome};
+use crate::events::EventKind;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Transport {
@@ -25,6 +26,26 @@ pub enum Transport {
 const TRANSPORTS: [&str; 2] = ["grpc", "http"];
 
 type Labels = Vec<(&'static str, &'static str)>;
+
+/// The `result` label of `authgate_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginResult {
+    Success,
+    Failure,
+    Locked,
+    Unavailable,
+}
+
+impl LoginResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Locked => "locked",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
 
 /// Finite latency buckets: 5 us doubling up to ~82 ms, then +Inf.
 const LATENCY_BUCKETS: usize = 15;
@@ -88,6 +109,8 @@ pub struct Metrics {
     checks: Vec<Vec<Counter>>,
     latency: Vec<LatencyHistogram>,
     logins: Family<Labels, Counter>,
+    /// One counter per `EventKind`, indexed by it.
+    security_events: [Counter; EventKind::ALL.len()],
     pub cached_tokens: Gauge,
     pub revoked_sessions: Gauge,
 }
@@ -136,6 +159,17 @@ impl Metrics {
         );
         let logins = Family::<Labels, Counter>::default();
         registry.register("logins", "Login attempts by result", logins.clone());
+        let events_family = Family::<Labels, Counter>::default();
+        let security_events = EventKind::ALL.map(|kind| {
+            events_family
+                .get_or_create(&vec![("event", kind.as_str())])
+                .clone()
+        });
+        registry.register(
+            "security_events",
+            "Security events by name (SPEC 2.2)",
+            events_family,
+        );
         let cached_tokens = Gauge::default();
         registry.register(
             "cached_tokens",
@@ -153,6 +187,7 @@ impl Metrics {
             checks,
             latency,
             logins,
+            security_events,
             cached_tokens,
             revoked_sessions,
         }
@@ -165,9 +200,15 @@ impl Metrics {
         self.latency[t].observe(elapsed);
     }
 
-    /// `result` must come from a small fixed set (e.g. "success", "failure", "locked").
-    pub fn record_login(&self, result: &'static str) {
-        self.logins.get_or_create(&vec![("result", result)]).inc();
+    /// A result's series appears on its first use (as it always has).
+    pub fn record_login(&self, result: LoginResult) {
+        self.logins
+            .get_or_create(&vec![("result", result.as_str())])
+            .inc();
+    }
+
+    pub fn record_security_event(&self, kind: EventKind) {
+        self.security_events[kind as usize].inc();
     }
 
     /// The Prometheus text exposition.
@@ -198,7 +239,8 @@ mod tests {
             &Decision::Deny(Denial::Expired),
             Duration::ZERO,
         );
-        m.record_login("success");
+        m.record_login(LoginResult::Success);
+        m.record_security_event(EventKind::RefreshReuse);
         let text = m.render();
         assert!(
             text.contains(r#"authgate_checks_total{transport="grpc",outcome="no_token"} 1"#),
@@ -210,6 +252,16 @@ mod tests {
         );
         assert!(
             text.contains(r#"authgate_logins_total{result="success"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"result="failure""#), "{text}");
+        // Every event has its series from the start.
+        assert!(
+            text.contains(r#"authgate_security_events_total{event="refresh_reuse"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_security_events_total{event="2fa_disabled"} 0"#),
             "{text}"
         );
         // 20 us: not in the 10 us bucket, in the 20 us one; the zero lands in the first.
