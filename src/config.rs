@@ -190,7 +190,10 @@ impl Default for Lockout {
 pub enum Access {
     Public,
     Token,
+    /// A token whose `amr` has `otp`.
     Mfa,
+    /// Refused outright (403), whatever the token.
+    Deny,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,12 +230,27 @@ impl Default for TokenSources {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// First match wins; without any, `/auth/` and `/.well-known/` are public, the rest `token`.
     pub routes: Vec<Route>,
     pub token_sources: TokenSources,
+    /// The backend may read a path case-insensitively and with trailing dots and spaces cut
+    /// (Express, IIS, Spring): routes then also match those readings, and the strictest
+    /// access among all readings applies. Turn off only when every backend matches paths
+    /// exactly.
+    pub backend_folds_paths: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            token_sources: TokenSources::default(),
+            backend_folds_paths: true,
+        }
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -63,7 +63,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
     let checker = Arc::new(Checker {
         tokens: tokens.clone(),
-        policy: Policy::new(&config.policy),
+        policy: Policy::new(&config.policy).deny_first(backend.own_login_routes()),
         revocations: revocations.clone(),
     });
     let login = Arc::new(LoginService::new(

@@ -44,6 +44,15 @@ impl Backend {
         })
     }
 
+    /// The backend's own login routes: a client reaching them through the proxy could guess
+    /// passwords outside lockout and 2FA, so the policy closes them.
+    pub fn own_login_routes(&self) -> &'static [&'static str] {
+        match self {
+            Backend::Nethcti(_) => nethcti::LOGIN_ROUTES,
+            Backend::File(_) | Backend::Http(_) => &[],
+        }
+    }
+
     pub async fn authenticate(
         &self,
         username: &str,

@@ -11,6 +11,9 @@
 
 use std::time::Duration;
 
+/// nethcti-server's own authentication API (`/authentication/login`, `/logout`, ...).
+pub const LOGIN_ROUTES: &[&str] = &["/authentication/"];
+
 use aws_lc_rs::hmac;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};

@@ -110,7 +110,7 @@ fn authz_response(decision: Decision) -> Response {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            if let Ok(v) = HeaderValue::from_str(&denial.www_authenticate()) {
+            if let Some(Ok(v)) = denial.www_authenticate().map(HeaderValue::try_from) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
             resp
