@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/nethcti_sim.rs"]
-mod nethcti_sim;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use authgate::backend::http::HttpBackend;
 use authgate::backend::nethcti::{NethctiBackend, legacy_token};
 use authgate::backend::{BackendError, Verdict};
-use nethcti_sim::NethctiSim;
 use secrecy::{ExposeSecret, SecretString};
+use support::nethcti_sim::NethctiSim;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,7 +80,7 @@ fn crate_token_function_matches_spec_vector() {
     let nonce = "0123456789abcdef0123456789abcdef01234567";
     assert_eq!(
         legacy_token("zoë", &secret("pä:ss word"), nonce).expose_secret(),
-        nethcti_sim::legacy_token("zoë", "pä:ss word", nonce)
+        support::nethcti_sim::legacy_token("zoë", "pä:ss word", nonce)
     );
 }
 

@@ -8,6 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::process::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 fn run(args: &[&str], dir: &Path, stdin: &str) -> (i32, String, String) {
@@ -31,14 +34,6 @@ fn run(args: &[&str], dir: &Path, stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -11,19 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "support/totp.rs"]
-mod totp;
-use totp::totp;
+mod support;
+use support::process::free_port;
+use support::totp::totp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server {
     child: Child,

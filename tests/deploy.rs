@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
+mod support;
 
-use common::{envoy_bin, on_path, repo_path};
+use support::process::{envoy_bin, on_path, repo_path};
 
 use authgate::clock::Clock;
 use authgate::config::{BackendKind, Config, StoreKind};

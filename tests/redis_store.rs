@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "support/redis.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+mod support;
+use support::redis::RedisServer;
 
 use authgate::clock::Clock;
 use authgate::store::redis::RedisStore;

@@ -30,11 +30,14 @@ use authgate::decision::{Allow, Checker, Decision, Denial, Request};
 use authgate::policy::{self, Policy};
 use authgate::revocation::Revocations;
 use authgate::token::{Kind, TokenService};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::ext_authz::v3::pb::HttpResponse;
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
+
+// The hostile-token builders of the tests, one source for both (only a part is used here).
+#[allow(dead_code)]
+#[path = "../../tests/support/hostile.rs"]
+mod hostile;
 
 const T0: u64 = 1_800_000_000;
 const TTL: u64 = 900;
@@ -233,7 +236,7 @@ impl Fixture {
 
     /// A segment (0 header, 1 payload, 2 signature) of a minted token.
     fn segment(&self, m: Minted, i: usize) -> &str {
-        self.token(m).split('.').nth(i).unwrap_or("")
+        hostile::segment(self.token(m), i)
     }
 }
 
@@ -265,11 +268,10 @@ fn fixture() -> &'static Fixture {
             minted.push(t);
         }
         clock.set(T0);
-        let header = minted[0].split('.').next().unwrap_or("");
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("b64 header"))
-                .expect("json header");
-        let kid = header["kid"].as_str().expect("kid").to_owned();
+        let kid = hostile::jwt_part(&minted[0], 0)["kid"]
+            .as_str()
+            .expect("kid")
+            .to_owned();
         let revocations = Revocations::new(clock.clone());
         for s in SPECS.iter().filter(|s| s.revoked) {
             revocations.revoke(s.sid, LATER + TTL + LEEWAY);
@@ -381,11 +383,10 @@ impl TokenPart {
                 header,
                 payload,
                 signature,
-            } => format!(
-                "{}.{}.{}",
+            } => hostile::compact(
                 f.segment(*header, 0),
                 f.segment(*payload, 1),
-                f.segment(*signature, 2)
+                f.segment(*signature, 2),
             ),
             TokenPart::Forged(forged) => forged.render(f),
             TokenPart::Raw(s) => s.clone(),
@@ -466,7 +467,7 @@ enum ForgedSig {
 
 impl Forged {
     fn render(&self, f: &Fixture) -> String {
-        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        use hostile::{b64json, b64url};
         let header = match &self.header {
             ForgedHeader::Fields { alg, typ, kid } => {
                 let mut h = serde_json::Map::new();
@@ -503,9 +504,9 @@ impl Forged {
                         h.insert("kid".into(), s.clone().into());
                     }
                 }
-                b64(serde_json::Value::Object(h).to_string().as_bytes())
+                b64json(&serde_json::Value::Object(h))
             }
-            ForgedHeader::Raw(s) => b64(s.as_bytes()),
+            ForgedHeader::Raw(s) => b64url(s.as_bytes()),
         };
         let payload = match &self.payload {
             ForgedPayload::Of(m) => f.segment(*m, 1).to_owned(),
@@ -539,16 +540,16 @@ impl Forged {
                 if let Some(cred) = cred {
                     c["cred"] = cred.clone().into();
                 }
-                b64(c.to_string().as_bytes())
+                b64json(&c)
             }
-            ForgedPayload::Raw(s) => b64(s.as_bytes()),
+            ForgedPayload::Raw(s) => b64url(s.as_bytes()),
         };
         let signature = match &self.signature {
             ForgedSig::Of(m) => f.segment(*m, 2).to_owned(),
             ForgedSig::Empty => String::new(),
-            ForgedSig::Raw(bytes) => b64(bytes),
+            ForgedSig::Raw(bytes) => b64url(bytes),
         };
-        format!("{header}.{payload}.{signature}")
+        hostile::compact(&header, &payload, &signature)
     }
 }
 
