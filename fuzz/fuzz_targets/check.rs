@@ -812,13 +812,17 @@ struct Headers {
     cookie: Option<String>,
 }
 
-impl policy::Headers for Headers {
+impl authgate::credentials::Headers for Headers {
     fn get(&self, name: &str) -> Option<&str> {
         match name {
             "authorization" => self.authorization.as_deref(),
             "cookie" => self.cookie.as_deref(),
             _ => None,
         }
+    }
+
+    fn repeated(&self, _: &str) -> bool {
+        false
     }
 }
 
@@ -828,10 +832,10 @@ impl policy::Headers for Headers {
 /// Whether a token minted at `iat` (valid `TTL`) passes the time checks at `now`.
 fn current(iat: u64, now: u64) -> Result<(), Denial> {
     if now > iat + TTL + LEEWAY {
-        return Err(Denial::InvalidToken("token expired"));
+        return Err(Denial::Expired);
     }
     if iat > now + LEEWAY {
-        return Err(Denial::InvalidToken("token not yet valid"));
+        return Err(Denial::NotYetValid);
     }
     Ok(())
 }
@@ -839,14 +843,14 @@ fn current(iat: u64, now: u64) -> Result<(), Denial> {
 /// The decision for exactly `Authorization: Bearer <minted>` on a route needing `access`.
 fn expected(s: &Spec, access: Access, now: u64) -> Result<(), Denial> {
     if !s.ours {
-        return Err(Denial::InvalidToken("unknown signing key"));
+        return Err(Denial::Invalid(authgate::token::Invalid::UnknownKey));
     }
     current(s.iat, now)?;
     if s.kind != Kind::Access {
-        return Err(Denial::NotAccessToken);
+        return Err(Denial::WrongKind);
     }
     if s.revoked {
-        return Err(Denial::InvalidToken("token revoked"));
+        return Err(Denial::Revoked);
     }
     if access == Access::Mfa && !s.amr.contains(&"otp") {
         return Err(Denial::MfaRequired);
@@ -893,7 +897,8 @@ fn readings(raw_path: &str) -> [String; 2] {
 
 fn check_denial(d: Denial) {
     assert!(matches!(d.status(), 401 | 403), "status of {d:?}");
-    let www = d.www_authenticate();
+    // The fuzz policy closes no route, so every denial has a challenge.
+    let www = d.www_authenticate().expect("a WWW-Authenticate challenge");
     assert!(
         http::HeaderValue::from_str(&www).is_ok(),
         "WWW-Authenticate is no header value: {www:?}"
@@ -902,7 +907,7 @@ fn check_denial(d: Denial) {
     let body: serde_json::Value = serde_json::from_str(&d.json_body()).expect("JSON body");
     assert!(body["error"].is_string(), "{body}");
     assert!(body["error_description"].is_string(), "{body}");
-    assert!(!d.label().is_empty());
+    assert!(!d.outcome().label().is_empty());
 }
 
 /// The request as sent and what the policy says about it.
@@ -1002,22 +1007,22 @@ fn check_allow(a: &Allow, c: &Case<'_>) {
 fn lone_token(
     f: &Fixture,
     c: &Case<'_>,
-    sources: &authgate::config::TokenSources,
+    sources: &authgate::credentials::Sources,
     headers: &Headers,
 ) -> Option<(Minted, &'static str)> {
     let find = |text: &str| ALL_MINTED.into_iter().find(|m| f.token(*m) == text);
     match (&headers.authorization, &headers.cookie) {
-        (Some(auth), _) if sources.header => {
+        (Some(auth), _) if sources.header() => {
             find(auth.strip_prefix("Bearer ")?).map(|m| (m, "header"))
         }
-        (None, Some(cookie)) if !sources.cookie.is_empty() => {
+        (None, Some(cookie)) if sources.cookie().is_some() => {
             let (name, value) = cookie.split_once('=')?;
-            (name == sources.cookie)
+            (Some(name) == sources.cookie())
                 .then(|| find(value))
                 .flatten()
                 .map(|m| (m, "cookie"))
         }
-        (None, None) if sources.query.iter().any(|q| q == "access_token") => {
+        (None, None) if sources.query().iter().any(|q| q == "access_token") => {
             let (_, query) = c.path.split_once('?')?;
             find(query.strip_prefix("access_token=")?).map(|m| (m, "query"))
         }
@@ -1033,7 +1038,12 @@ fn trace() -> bool {
 
 fn outcome(decision: &Decision) -> String {
     match decision {
-        Decision::Deny(d) => format!("deny {} {} ({})", d.status(), d.label(), d.description()),
+        Decision::Deny(d) => format!(
+            "deny {} {} ({})",
+            d.status(),
+            d.outcome().label(),
+            d.description()
+        ),
         Decision::Allow(a) => format!(
             "allow {} cookie_rewritten={} query_removed={:?}",
             a.session.as_deref().unwrap_or("(public)"),
@@ -1079,7 +1089,7 @@ fuzz_target!(|input: Input| {
         cookie: headers.cookie.as_deref(),
         now,
         access: route.access,
-        route_cookie: &route.sources.cookie,
+        route_cookie: route.sources.cookie().unwrap_or(""),
         query_names: f.checker.policy.all_query_sources().collect(),
     };
 

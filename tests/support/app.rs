@@ -187,7 +187,7 @@ impl TestApp {
 
     /// The HTTP router over this app's state: the one place tests build it.
     pub fn router(&self) -> axum::Router {
-        authgate::http::app(self.running().state.clone())
+        authgate::web::app(self.running().state.clone())
     }
 
     /// Stops and starts again on the same directory and configuration (state must survive).
