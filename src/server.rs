@@ -53,7 +53,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
             .with_context(|| format!("loading keys under {}", config.store.path.display()))?,
     );
     let revocations = Arc::new(Revocations::new(clock.clone()));
-    let store = crate::store::open(&config, clock.clone())
+    let store = crate::store::open(&config.store, clock.clone())
         .await
         .with_context(|| format!("opening the {:?} store", config.store.kind))?;
     sync_revocations(&*store, &revocations)

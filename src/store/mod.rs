@@ -128,19 +128,19 @@ pub async fn update<T>(
     )))
 }
 
-/// Opens the configured store.
+/// Opens the configured store. Once [`crate::config::Config::validate`] has passed, only I/O
+/// can fail here (the embedded database file).
 pub async fn open(
-    cfg: &crate::config::Config,
+    cfg: &crate::config::StoreConfig,
     clock: crate::clock::Clock,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     use crate::config::StoreKind;
-    Ok(match cfg.store.kind {
+    Ok(match &cfg.kind {
         StoreKind::Embedded => {
-            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.store.path, clock)?)
+            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.path, clock)?)
         }
-        StoreKind::Redis => {
-            let url = cfg.store.url.as_deref().unwrap_or_default();
-            std::sync::Arc::new(redis::RedisStore::connect(url, clock).await?)
+        StoreKind::Redis { url } => {
+            std::sync::Arc::new(redis::RedisStore::connect(url.as_str(), clock).await?)
         }
     })
 }
