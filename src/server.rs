@@ -218,9 +218,7 @@ async fn background_loops(
                     tracing::error!(error = %e, "reloading keys failed; keeping the loaded ones");
                 }
                 revocations.prune();
-                if let Some(embedded) = store.as_embedded()
-                    && let Err(e) = embedded.sweep().await
-                {
+                if let Err(e) = store.sweep().await {
                     tracing::warn!(error = %e, "sweeping expired store entries failed");
                 }
             }

@@ -77,9 +77,10 @@ pub trait Store: Send + Sync {
     /// Reachability, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// The embedded store, which needs periodic sweeping of expired entries.
-    fn as_embedded(&self) -> Option<&embedded::EmbeddedStore> {
-        None
+    /// Physically deletes expired entries, for stores that do not do so by themselves (the
+    /// embedded one); called periodically. Expired entries already read as absent either way.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
