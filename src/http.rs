@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -23,6 +22,7 @@ use crate::decision::{self, Checker, Decision, Denial};
 use crate::login::{LoginError, LoginService};
 use crate::metrics::{Metrics, Transport};
 use crate::policy::{self, Found, Headers};
+use crate::readiness::Readiness;
 use crate::token::{Kind, TokenService, Verified};
 
 /// Largest request body the login API reads.
@@ -34,8 +34,9 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub login: Arc<LoginService>,
     pub metrics: Arc<Metrics>,
-    /// Keys loaded and not draining (the store is asked on each /readyz).
-    pub ready: Arc<AtomicBool>,
+    /// Keys loaded and not draining, shared with gRPC health (the store is asked on each
+    /// /readyz).
+    pub ready: Arc<Readiness>,
     pub trusted_proxies: Vec<IpAddr>,
 }
 
@@ -548,7 +549,7 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) && state.login.store_ready().await {
+    if state.ready.is_ready() && state.login.store_ready().await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()

@@ -14,6 +14,7 @@ pub mod http;
 pub mod login;
 pub mod metrics;
 pub mod policy;
+pub mod readiness;
 pub mod revocation;
 pub mod server;
 pub mod store;
