@@ -175,8 +175,9 @@ struct RawBackend {
 }
 
 // Not `#[serde(tag = "kind")]`: serde buffers an internally tagged enum's content before it
-// picks the variant, and serde_path_to_error loses the path inside that buffer (an error in
-// `backend.timeout` would name only `backend`). The flat raw table keeps every path.
+// picks the variant, and serde_path_to_error loses the path inside that buffer (tried: a bad
+// `timeout` in such an enum is reported at `backend`, not `backend.timeout`). The flat raw
+// table keeps every path; the missing ones are named by `serde_path_error`.
 impl<'de> Deserialize<'de> for BackendConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawBackend::deserialize(d)?;
@@ -535,9 +536,20 @@ impl Config {
     }
 
     /// Everything `serve` would refuse about this configuration without doing I/O: URLs
-    /// that do not parse, zero timeouts, routes that can never match. What needs I/O (keys,
+    /// that do not parse, zero timeouts, both listeners on one address, routes that can never
+    /// match. What needs I/O (keys,
     /// the users file, connecting) is left to `serve`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.listen;
+        if l.grpc == l.http && l.grpc.port() != 0 {
+            return Err(ConfigError::invalid(
+                "listen.grpc",
+                format!(
+                    "{} is listen.http too; one address serves one listener",
+                    l.grpc
+                ),
+            ));
+        }
         let t = &self.tokens;
         if t.issuer.is_empty() {
             return Err(ConfigError::invalid("tokens.issuer", "must not be empty"));
@@ -944,6 +956,10 @@ cookie = "authgate_access"
                 "store.url",
             ),
             ("[totp]\nissuer = \"Neth:Voice\"", "totp.issuer"),
+            (
+                "[listen]\ngrpc = \"127.0.0.1:8080\"\nhttp = \"127.0.0.1:8080\"",
+                "listen.grpc",
+            ),
             (
                 "[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n\
                  [[policy.routes]]\npath_prefix = \"/a\"\naccess = \"token\"\n\
