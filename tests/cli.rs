@@ -135,6 +135,16 @@ fn check_config_refuses_what_serve_would() {
         assert!(err.contains(key), "{text}: {err}");
         assert!(!format!("{out}{err}").contains("hunter2"), "{text}: {err}");
     }
+    // user-add manages the file backend's users; with another backend there is no users file.
+    std::fs::write(&path, "[backend]\nkind = \"nethcti\"\n").unwrap();
+    let (code, _, err) = run(
+        &["user-add", "bob", "--config", path.to_str().unwrap()],
+        dir.path(),
+        "pw\n",
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("backend.kind"), "{err}");
+    assert!(!dir.path().join("data/users").exists());
 }
 
 #[test]
