@@ -95,6 +95,53 @@ fn check_config_exits_64_naming_the_key() {
     );
 }
 
+/// What `serve` would refuse at start-up because of the configuration, `check-config` refuses
+/// first, naming the key (without I/O: nothing here exists or listens).
+#[test]
+fn check_config_refuses_what_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (text, key) in [
+        ("[store]\nkind = \"redis\"\n", "store.url"),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:port\"\n",
+            "store.url",
+        ),
+        (
+            "[backend]\nkind = \"http\"\nurl = \"http://user:pw@h/login\"\n",
+            "backend.url",
+        ),
+        (
+            "[backend]\nkind = \"nethcti\"\ntimeout = \"0s\"\n",
+            "backend.timeout",
+        ),
+        (
+            "[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\nmethods = []\n",
+            "policy.routes[0].methods",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = run(
+            &["check-config", "--config", path.to_str().unwrap()],
+            dir.path(),
+            "",
+        );
+        assert_eq!(code, 64, "{text}");
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(!format!("{out}{err}").contains("hunter2"), "{text}: {err}");
+    }
+    // user-add manages the file backend's users; with another backend there is no users file.
+    std::fs::write(&path, "[backend]\nkind = \"nethcti\"\n").unwrap();
+    let (code, _, err) = run(
+        &["user-add", "bob", "--config", path.to_str().unwrap()],
+        dir.path(),
+        "pw\n",
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("backend.kind"), "{err}");
+    assert!(!dir.path().join("data/users").exists());
+}
+
 #[test]
 fn hash_password_and_user_add() {
     let dir = tempfile::tempdir().unwrap();

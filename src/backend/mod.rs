@@ -8,7 +8,7 @@ pub mod nethcti;
 
 use secrecy::SecretString;
 
-use crate::config::{self, BackendKind};
+use crate::config::BackendConfig;
 
 /// The backend's answer to a password.
 pub enum Verdict {
@@ -34,13 +34,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn from_config(cfg: &config::Backend) -> Result<Self, BackendError> {
-        Ok(match cfg.kind {
-            BackendKind::File => Backend::File(file::FileBackend::open(&cfg.users_file)?),
-            BackendKind::Nethcti => {
-                Backend::Nethcti(nethcti::NethctiBackend::new(&cfg.url, cfg.timeout)?)
+    /// Builds the configured backend. Once [`crate::config::Config::validate`] has passed,
+    /// only I/O can fail here (the `file` backend reads its users file).
+    pub fn from_config(cfg: &BackendConfig) -> Result<Self, BackendError> {
+        Ok(match cfg {
+            BackendConfig::File(f) => Backend::File(file::FileBackend::open(&f.users_file)?),
+            BackendConfig::Nethcti(r) => {
+                Backend::Nethcti(nethcti::NethctiBackend::new(&r.url, r.timeout)?)
             }
-            BackendKind::Http => Backend::Http(http::HttpBackend::new(&cfg.url, cfg.timeout)?),
+            BackendConfig::Http(r) => Backend::Http(http::HttpBackend::new(&r.url, r.timeout)?),
         })
     }
 

@@ -64,20 +64,6 @@ impl EmbeddedStore {
             .await
             .map_err(err)?
     }
-
-    /// Deletes expired entries.
-    pub async fn sweep(&self) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut table = txn.open_table(KV).map_err(err)?;
-                table.retain(|_, v| live(v, now).is_some()).map_err(err)?;
-            }
-            txn.commit().map_err(err)
-        })
-        .await
-    }
 }
 
 #[async_trait]
@@ -211,8 +197,18 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
-    fn as_embedded(&self) -> Option<&EmbeddedStore> {
-        Some(self)
+    /// Deletes expired entries.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(KV).map_err(err)?;
+                table.retain(|_, v| live(v, now).is_some()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
     }
 }
 

@@ -77,9 +77,10 @@ pub trait Store: Send + Sync {
     /// Reachability, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// The embedded store, which needs periodic sweeping of expired entries.
-    fn as_embedded(&self) -> Option<&embedded::EmbeddedStore> {
-        None
+    /// Physically deletes expired entries, for stores that do not do so by themselves (the
+    /// embedded one); called periodically. Expired entries already read as absent either way.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -128,19 +129,19 @@ pub async fn update<T>(
     )))
 }
 
-/// Opens the configured store.
+/// Opens the configured store. Once [`crate::config::Config::validate`] has passed, only I/O
+/// can fail here (the embedded database file).
 pub async fn open(
-    cfg: &crate::config::Config,
+    cfg: &crate::config::StoreConfig,
     clock: crate::clock::Clock,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     use crate::config::StoreKind;
-    Ok(match cfg.store.kind {
+    Ok(match &cfg.kind {
         StoreKind::Embedded => {
-            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.store.path, clock)?)
+            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.path, clock)?)
         }
-        StoreKind::Redis => {
-            let url = cfg.store.url.as_deref().unwrap_or_default();
-            std::sync::Arc::new(redis::RedisStore::connect(url, clock).await?)
+        StoreKind::Redis { url } => {
+            std::sync::Arc::new(redis::RedisStore::connect(url.as_str(), clock).await?)
         }
     })
 }

@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authgate::clock::Clock;
-use authgate::config::{Access, BackendKind, Config, Route, StoreKind};
+use authgate::config::{
+    Access, BackendConfig, Config, FileBackendConfig, RedisUrl, RemoteBackendConfig, Route,
+    StoreKind,
+};
 use authgate::server::{Running, start_with_clock};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -274,25 +277,25 @@ impl TestApp {
 // ---------------------------------------------------------------------------------------------
 
 fn file_backend(config: &mut Config, users_file: PathBuf) {
-    config.backend.kind = BackendKind::File;
-    config.backend.users_file = users_file;
+    config.backend = BackendConfig::File(FileBackendConfig { users_file });
 }
 
 fn nethcti_backend(config: &mut Config, url: &str, timeout: Duration) {
-    config.backend.kind = BackendKind::Nethcti;
-    config.backend.url = url.to_owned();
-    config.backend.timeout = timeout;
+    config.backend = BackendConfig::Nethcti(RemoteBackendConfig {
+        url: url.to_owned(),
+        timeout,
+    });
 }
 
 fn embedded_store(config: &mut Config, path: PathBuf) {
     config.store.kind = StoreKind::Embedded;
     config.store.path = path;
-    config.store.url = None;
 }
 
 fn redis_store(config: &mut Config, url: &str) {
-    config.store.kind = StoreKind::Redis;
-    config.store.url = Some(url.to_owned());
+    config.store.kind = StoreKind::Redis {
+        url: RedisUrl::new(url),
+    };
 }
 
 fn store_path(config: &Config) -> &Path {
