@@ -29,7 +29,7 @@ pub struct Config {
     /// `[lockout]`: how failed logins lock an account or a client address.
     pub lockout: Lockout,
     /// `[policy]`: which requests need which access, and where their token is.
-    pub policy: Policy,
+    pub policy: PolicyConfig,
 }
 
 /// `[listen]`
@@ -465,7 +465,7 @@ impl Default for TokenSources {
 /// `[policy]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Policy {
+pub struct PolicyConfig {
     /// `[[policy.routes]]`: first match wins; without any, `/auth/` and `/.well-known/` are
     /// public and the rest needs `token`.
     pub routes: Vec<Route>,
@@ -478,7 +478,7 @@ pub struct Policy {
     pub backend_folds_paths: bool,
 }
 
-impl Default for Policy {
+impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             routes: Vec::new(),

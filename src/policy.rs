@@ -41,7 +41,7 @@ pub struct RouteDecision<'p> {
 }
 
 impl Policy {
-    pub fn new(cfg: &config::Policy) -> Self {
+    pub fn new(cfg: &config::PolicyConfig) -> Self {
         let rules = if cfg.routes.is_empty() {
             vec![
                 Rule::new("/auth/", Access::Public),
@@ -301,7 +301,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn default_policy() -> Policy {
-        Policy::new(&config::Policy::default())
+        Policy::new(&config::PolicyConfig::default())
     }
 
     #[test]
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn methods_and_mfa_routes() {
-        let cfg: config::Policy = toml::from_str(
+        let cfg: config::PolicyConfig = toml::from_str(
             r#"
 [[routes]]
 path_prefix = "/admin"
@@ -402,7 +402,7 @@ access = "token"
     }
 
     fn admin_mfa(backend_folds_paths: bool) -> Policy {
-        let mut cfg: config::Policy = toml::from_str(
+        let mut cfg: config::PolicyConfig = toml::from_str(
             r#"
 [[routes]]
 path_prefix = "/admin"
@@ -474,7 +474,7 @@ access = "token"
         assert_eq!(p.route("GET", "/api/x").access, Access::Token);
         assert_eq!(p.route("POST", "/auth/login").access, Access::Public);
         // A configured route under it is the operator's decision.
-        let cfg: config::Policy = toml::from_str(
+        let cfg: config::PolicyConfig = toml::from_str(
             r#"
 [[routes]]
 path_prefix = "/authentication/logout"

@@ -70,18 +70,40 @@ impl ApiApp {
         Outcome::from_http(reply.status, hs, &reply.text)
     }
 
-    /// The same check over gRPC, as Envoy sends it.
+    /// The same check over gRPC, as Envoy sends it: in the `headers` map, or, when a header
+    /// repeats, each field apart in the raw `header_map` (Envoy's `encode_raw_headers`).
     async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        let repeats = headers
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| headers[..i].iter().any(|(j, _)| j == k));
+        let (map, raw) = if repeats {
+            let raw = headers.iter().map(|(k, v)| HeaderValue {
+                key: (*k).to_owned(),
+                raw_value: v.as_bytes().to_vec(),
+                ..Default::default()
+            });
+            (
+                HashMap::new(),
+                Some(HeaderMap {
+                    headers: raw.collect(),
+                }),
+            )
+        } else {
+            let map = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+            (map.collect(), None)
+        };
         let req = CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(AttrRequest {
                     http: Some(HttpRequest {
                         method: method.into(),
                         path: path.into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                            .collect(),
+                        headers: map,
+                        header_map: raw,
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -318,6 +340,22 @@ async fn grpc_and_http_agree_on_every_case() {
             "{www}"
         );
         assert!(o.error.is_some());
+    }
+    // Two Authorization fields, the first one good: malformed on both transports, on a
+    // protected and on a public route alike.
+    for path in ["/api/x", "/auth/login"] {
+        let twice = [
+            ("authorization", bearer(&access)),
+            ("authorization", bearer("x.y.z")),
+        ];
+        let twice: Vec<(&str, &str)> = twice.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = app.both("GET", path, &twice).await;
+        assert_eq!(o.status, 401, "{path}");
+        assert!(
+            o.www_authenticate
+                .unwrap()
+                .contains(r#"error="invalid_request""#)
+        );
     }
     // Refresh token as access token.
     let o = app

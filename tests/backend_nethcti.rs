@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use authgate::backend::http::HttpBackend;
+use authgate::backend::http_post::HttpPostBackend;
 use authgate::backend::nethcti::{NethctiBackend, legacy_token};
 use authgate::backend::{BackendError, Verdict};
 use secrecy::{ExposeSecret, SecretString};
@@ -357,14 +357,14 @@ fn bad_configuration_is_an_error_not_a_panic() {
         );
     }
     assert!(NethctiBackend::new("http://127.0.0.1:1", Duration::ZERO).is_err());
-    assert!(HttpBackend::new("http://user:pw@127.0.0.1/", TIMEOUT).is_err());
-    assert!(HttpBackend::new("http://127.0.0.1:1", Duration::ZERO).is_err());
+    assert!(HttpPostBackend::new("http://user:pw@127.0.0.1/", TIMEOUT).is_err());
+    assert!(HttpPostBackend::new("http://127.0.0.1:1", Duration::ZERO).is_err());
 }
 
 #[tokio::test]
 async fn http_backend_verdicts() {
     let sim = sim().await;
-    let backend = HttpBackend::new(&format!("{}/plain/login", sim.url()), TIMEOUT).unwrap();
+    let backend = HttpPostBackend::new(&format!("{}/plain/login", sim.url()), TIMEOUT).unwrap();
     assert!(matches!(
         backend.authenticate("alice", &secret("secret")).await,
         Ok(Verdict::Accepted { credential: None })
@@ -407,7 +407,7 @@ async fn http_backend_timeout_and_connection_failure() {
     let sim = sim().await;
     sim.set_delay(Duration::from_secs(3));
     let url = format!("{}/plain/login", sim.url());
-    let backend = HttpBackend::new(&url, Duration::from_millis(300)).unwrap();
+    let backend = HttpPostBackend::new(&url, Duration::from_millis(300)).unwrap();
     let started = Instant::now();
     assert!(matches!(
         backend.authenticate("alice", &secret("secret")).await,

@@ -2,7 +2,7 @@
 //! rotation and reuse, revocation, lockout, restart, the nethcti backend through the legacy
 //! simulator, and the security log with no secret in it. TOTP codes come from an RFC 6238
 //! implementation written here, not from the code under test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! writes and versions, atomic compare-and-swap across connections), and outages: a killed,
 //! a frozen and a silently unreachable Redis give `Unavailable` within 2 s, and the same store
 //! recovers once Redis is back.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

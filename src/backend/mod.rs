@@ -3,7 +3,7 @@
 //! expects upstream. Nothing here logs a password or a credential.
 
 pub mod file;
-pub mod http;
+pub mod http_post;
 pub mod nethcti;
 
 use secrecy::SecretString;
@@ -30,7 +30,7 @@ pub enum BackendError {
 pub enum Backend {
     File(file::FileBackend),
     Nethcti(nethcti::NethctiBackend),
-    Http(http::HttpBackend),
+    Http(http_post::HttpPostBackend),
 }
 
 impl Backend {
@@ -42,7 +42,9 @@ impl Backend {
             BackendConfig::Nethcti(r) => {
                 Backend::Nethcti(nethcti::NethctiBackend::new(&r.url, r.timeout)?)
             }
-            BackendConfig::Http(r) => Backend::Http(http::HttpBackend::new(&r.url, r.timeout)?),
+            BackendConfig::Http(r) => {
+                Backend::Http(http_post::HttpPostBackend::new(&r.url, r.timeout)?)
+            }
         })
     }
 

@@ -19,7 +19,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{LoginBody, build_client, parse_url, transport_error};
+use super::http_post::{LoginBody, build_client, parse_url, transport_error};
 use super::{BackendError, Verdict};
 use crate::config::BackendKind;
 

@@ -27,6 +27,21 @@ pub enum Ns {
 }
 
 impl Ns {
+    /// As many as there are namespaces (checked by `index`).
+    pub const COUNT: usize = 6;
+
+    /// A dense index below [`Ns::COUNT`], for per-namespace counters.
+    pub fn index(self) -> usize {
+        match self {
+            Ns::Mfa => 0,
+            Ns::Session => 1,
+            Ns::UserSessions => 2,
+            Ns::Revoked => 3,
+            Ns::Lockout => 4,
+            Ns::Once => 5,
+        }
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             Ns::Mfa => "mfa",

@@ -14,7 +14,14 @@
 //! - [`totp`]: RFC 6238 codes computed independently of the code under test.
 
 // Each test binary compiles this whole tree and uses a different part of it.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// Test servers record what they saw under a std Mutex: plain sync code, never held across
+// an await.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_types
+)]
 
 pub mod app;
 pub mod client;

@@ -65,20 +65,20 @@ pub(super) fn transport_error(err: reqwest::Error) -> BackendError {
 
 /// Checks passwords by POSTing them to a URL.
 #[derive(Clone)]
-pub struct HttpBackend {
+pub struct HttpPostBackend {
     client: reqwest::Client,
     url: Url,
 }
 
-impl std::fmt::Debug for HttpBackend {
+impl std::fmt::Debug for HttpPostBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpBackend")
+        f.debug_struct("HttpPostBackend")
             .field("url", &self.url.as_str())
             .finish_non_exhaustive()
     }
 }
 
-impl HttpBackend {
+impl HttpPostBackend {
     /// `url` is the full login endpoint; `timeout` bounds each request from connect to the
     /// end of the response.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
