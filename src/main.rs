@@ -125,6 +125,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Err(e) = private_parent(&file.users_file) {
+                eprintln!("authgate: {e}");
+                return ExitCode::FAILURE;
+            }
             match authgate::backend::file::set_user(&file.users_file, &name, &password) {
                 Ok(()) => {
                     println!("user {name} saved in {}", file.users_file.display());
@@ -162,6 +166,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Creates the directory of a data file (the users file) owner-only when it is missing: it
+/// holds password hashes and, on first start, the demo password.
+fn private_parent(file: &Path) -> std::io::Result<()> {
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => authgate::token::keys::create_private_dir(dir),
+        None => Ok(()),
+    }
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -177,7 +190,8 @@ fn init_tracing() {
 fn serve(cfg: Config) -> ExitCode {
     init_tracing();
     if let BackendConfig::File(file) = &cfg.backend
-        && let Err(e) = authgate::backend::file::ensure_demo_user(&file.users_file)
+        && let Err(e) = private_parent(&file.users_file)
+            .and_then(|()| authgate::backend::file::ensure_demo_user(&file.users_file))
     {
         tracing::error!(error = %e, "cannot create the users file");
         return ExitCode::FAILURE;

@@ -365,3 +365,54 @@ fn password_logins_give_their_memory_back() {
         "RSS grew from {idle} KiB to {after} KiB over 8 logins"
     );
 }
+
+/// Every file authgate creates under `dir` (recursively) with its permission bits.
+fn modes_under(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((path, meta.permissions().mode() & 0o777));
+        }
+    }
+    out
+}
+
+fn assert_private(data: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", data.display());
+    for (path, mode) in modes_under(data) {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+}
+
+/// The data directory holds keys, the database, password hashes and the demo password: no
+/// other local user may read any of it, whatever the umask (issue 11, item 10).
+#[test]
+fn data_files_are_private_after_first_start_and_user_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _base) = serve_defaults(dir.path(), Stdio::null);
+    let _ = child.kill();
+    let _ = child.wait();
+    let data = dir.path().join("data");
+    for name in ["authgate.redb", "users", "demo-password", "keys/seal.key"] {
+        assert!(data.join(name).is_file(), "{name} missing");
+    }
+    assert_private(&data);
+    assert_eq!(run(&["user-add", "bob"], dir.path(), "pw\n").0, 0);
+    assert_private(&data);
+
+    // user-add on a fresh machine creates the directory itself.
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(run(&["user-add", "carol"], fresh.path(), "pw\n").0, 0);
+    assert!(fresh.path().join("data/users").is_file());
+    assert_private(&fresh.path().join("data"));
+}

@@ -202,13 +202,18 @@ fn save(dir: &Path, key: &KeyFile) -> Result<(), KeyError> {
     write_private(&path, &text)
 }
 
-fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
+/// Creates `dir` and any missing parents with mode 0700 (owner only); existing directories are
+/// left as they are. Everything authgate keeps under `store.path` is secret or private.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io_err(dir))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
+    create_private_dir(dir).map_err(io_err(dir))
 }
 
 /// Loads the keys of `alg`, generating the first one if there is none, and deletes keys whose
