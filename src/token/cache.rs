@@ -115,6 +115,15 @@ impl VerifiedCache {
         slot.bytes += size;
     }
 
+    /// Forgets every entry (the keys changed: verdicts must be reached again).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut slot = shard.write().unwrap_or_else(|p| p.into_inner());
+            slot.map.clear();
+            slot.bytes = 0;
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()

@@ -1,6 +1,8 @@
 //! Signing keys on disk: generated on first start, persisted with mode 0600 under
-//! `<store.path>/keys/`, rotated on demand. A rotated key stops signing at once but keeps
-//! verifying until the last token it signed has expired, then it is deleted.
+//! `<store.path>/keys/`, rotated on demand. A rotated key stops signing at once and records
+//! when (`retired`): from then on it verifies only tokens issued before that time, each kind
+//! for at most its life (the rules live in `token`); once nothing it signed can verify, the
+//! file is deleted.
 //! Private key material never leaves this module except as a `jsonwebtoken::EncodingKey`.
 
 use std::collections::HashMap;
@@ -46,6 +48,8 @@ struct KeyFile {
 pub struct PublicKey {
     pub decoding: DecodingKey,
     pub jwk: Option<Jwk>,
+    /// When the key stopped signing (`None`: it signs): what it may still verify depends on it.
+    pub retired: Option<u64>,
 }
 
 /// The keys loaded from disk: the one that signs and all that still verify.
@@ -159,6 +163,7 @@ impl KeyFile {
             return Ok(PublicKey {
                 decoding: DecodingKey::from_secret(&secret),
                 jwk: None,
+                retired: self.retired,
             });
         }
         let mut jwk = Jwk::from_encoding_key(encoding, jwt_alg(self.alg))?;
@@ -167,6 +172,7 @@ impl KeyFile {
         Ok(PublicKey {
             decoding: DecodingKey::from_jwk(&jwk)?,
             jwk: Some(jwk),
+            retired: self.retired,
         })
     }
 }

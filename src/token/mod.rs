@@ -133,8 +133,10 @@ pub enum Invalid {
     Algorithm,
     /// A `typ` that is none of ours.
     Type,
-    /// A `kid` we do not have.
+    /// A `kid` we do not have (never had, or revoked by `rotate-keys --revoke-old`).
     UnknownKey,
+    /// Signed by a rotated-out key after its retirement: a leaked key minting new tokens.
+    RetiredKey,
     Signature,
     Issuer,
     Audience,
@@ -150,6 +152,7 @@ impl Invalid {
             Invalid::Algorithm => "unexpected signing algorithm",
             Invalid::Type => "unexpected token type",
             Invalid::UnknownKey => "unknown signing key",
+            Invalid::RetiredKey => "signing key retired",
             Invalid::Signature => "bad signature",
             Invalid::Issuer => "wrong issuer",
             Invalid::Audience => "wrong audience",
@@ -166,11 +169,56 @@ pub enum MintError {
     Seal,
 }
 
+/// How long a server may go on signing with a key another process retired: servers re-read
+/// the key directory every 10 s, so tokens a retired key signed up to this long after its
+/// retirement (plus the leeway) are still genuine.
+pub const KEY_RELOAD_SECS: u64 = 10;
+
+/// Life of an MFA token (`login::MFA_TOKEN_TTL`): how long a retired key verifies MFA tokens.
+const MFA_TOKEN_LIFE: u64 = 300;
+
+struct VerifyingKey {
+    decoding: DecodingKey,
+    retired: Option<u64>,
+}
+
 struct KeySnapshot {
     signing_kid: String,
     signing: EncodingKey,
-    verifying: std::collections::HashMap<String, DecodingKey>,
+    verifying: std::collections::HashMap<String, VerifyingKey>,
     jwks: Arc<[u8]>,
+    /// Every kid with its retirement: when it changes, cached verdicts are stale.
+    fingerprint: Vec<(String, Option<u64>)>,
+}
+
+/// The token lives that bound what a retired key may still verify.
+#[derive(Clone, Copy)]
+struct Lives {
+    access: u64,
+    refresh: u64,
+    leeway: u64,
+}
+
+impl Lives {
+    fn of(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Access => self.access,
+            Kind::Refresh => self.refresh,
+            Kind::Mfa => MFA_TOKEN_LIFE,
+        }
+    }
+
+    /// Until when a key retired at `retired` verifies tokens of `kind` (before the leeway).
+    fn deadline(&self, retired: u64, kind: Kind) -> u64 {
+        retired
+            .saturating_add(KEY_RELOAD_SECS)
+            .saturating_add(self.of(kind))
+    }
+
+    /// How long a retired key is kept on disk: past this nothing it signed can verify.
+    fn retention(&self) -> u64 {
+        self.access.max(self.refresh).max(MFA_TOKEN_LIFE) + KEY_RELOAD_SECS + self.leeway
+    }
 }
 
 /// Everything needed to mint and verify tokens. Cheap to share (`Arc`), lock-free to read.
@@ -179,7 +227,7 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     leeway: u64,
-    retention: u64,
+    lives: Lives,
     store_path: PathBuf,
     clock: Clock,
     keys: ArcSwap<KeySnapshot>,
@@ -227,8 +275,12 @@ impl TokenService {
     /// Loads (or creates) keys under `store.path` and builds the service.
     pub fn new(cfg: &config::Config, clock: Clock) -> Result<Self, keys::KeyError> {
         let t = &cfg.tokens;
-        let retention = t.refresh_ttl.as_secs().max(t.access_ttl.as_secs()) + t.leeway.as_secs();
-        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), retention)?;
+        let lives = Lives {
+            access: t.access_ttl.as_secs(),
+            refresh: t.refresh_ttl.as_secs(),
+            leeway: t.leeway.as_secs(),
+        };
+        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives)?;
         let seal_key = keys::load_or_create_seal_key(&cfg.store.path)?;
         let seal_key = UnboundKey::new(&AES_256_GCM, &seal_key)
             .map(LessSafeKey::new)
@@ -246,7 +298,7 @@ impl TokenService {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),
             leeway: t.leeway.as_secs(),
-            retention,
+            lives,
             store_path: cfg.store.path.clone(),
             clock,
             keys: ArcSwap::from_pointee(snapshot),
@@ -262,9 +314,15 @@ impl TokenService {
     }
 
     /// Re-reads the key directory (after `authgate rotate-keys`, or to drop expired keys).
+    /// When a key was retired, revoked or dropped, the verified-token cache is emptied: its
+    /// verdicts were reached under the old rules.
     pub fn reload_keys(&self) -> Result<(), keys::KeyError> {
-        let snapshot = load_snapshot(&self.store_path, self.alg, self.clock.now(), self.retention)?;
+        let snapshot = load_snapshot(&self.store_path, self.alg, self.clock.now(), self.lives)?;
+        let changed = self.keys.load().fingerprint != snapshot.fingerprint;
         self.keys.store(Arc::new(snapshot));
+        if changed {
+            self.cache.clear();
+        }
         Ok(())
     }
 
@@ -365,13 +423,13 @@ impl TokenService {
             .and_then(Kind::from_typ)
             .ok_or(TokenError::Invalid(Invalid::Type))?;
         let keys = self.keys.load();
-        let decoding = header
+        let key = header
             .kid
             .as_deref()
             .and_then(|kid| keys.verifying.get(kid))
             .ok_or(TokenError::Invalid(Invalid::UnknownKey))?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(
+            |e| {
                 use jsonwebtoken::errors::ErrorKind as E;
                 TokenError::Invalid(match e.kind() {
                     E::InvalidSignature => Invalid::Signature,
@@ -379,8 +437,21 @@ impl TokenService {
                     E::InvalidAudience => Invalid::Audience,
                     _ => Invalid::Claims,
                 })
-            })?;
-        let c = data.claims;
+            },
+        )?;
+        let mut c = data.claims;
+        if let Some(retired) = key.retired {
+            // A leaked key must not mint new tokens: only those issued before it was retired
+            // (or by a server that had not reloaded yet) are genuine, and none outlives the
+            // longest life a token of its kind could have had at the retirement.
+            let issued_by = retired
+                .saturating_add(KEY_RELOAD_SECS)
+                .saturating_add(self.leeway);
+            if c.iat > issued_by {
+                return Err(TokenError::Invalid(Invalid::RetiredKey));
+            }
+            c.exp = c.exp.min(self.lives.deadline(retired, kind));
+        }
         let credential = match c.cred {
             Some(sealed) if kind != Kind::Refresh => Some(
                 self.unseal(&c.sid, &sealed)
@@ -450,16 +521,28 @@ fn load_snapshot(
     store_path: &std::path::Path,
     alg: Algorithm,
     now: u64,
-    retention: u64,
+    lives: Lives,
 ) -> Result<KeySnapshot, keys::KeyError> {
-    let loaded = keys::load_or_create(store_path, alg, now, retention)?;
+    let loaded = keys::load_or_create(store_path, alg, now, lives.retention())?;
+    // Others verify only access tokens with the JWKS: a retired key is published while an
+    // access token it signed can still be good, and no longer.
+    let published = |retired: Option<u64>| {
+        retired.is_none_or(|r| now <= lives.deadline(r, Kind::Access).saturating_add(lives.leeway))
+    };
     let jwks = JwkSet {
         keys: loaded
             .verifying
             .values()
+            .filter(|k| published(k.retired))
             .filter_map(|k| k.jwk.clone())
             .collect(),
     };
+    let mut fingerprint: Vec<(String, Option<u64>)> = loaded
+        .verifying
+        .iter()
+        .map(|(kid, k)| (kid.clone(), k.retired))
+        .collect();
+    fingerprint.sort();
     let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
     Ok(KeySnapshot {
         signing_kid: loaded.signing_kid,
@@ -467,9 +550,16 @@ fn load_snapshot(
         verifying: loaded
             .verifying
             .into_iter()
-            .map(|(kid, k)| (kid, k.decoding))
+            .map(|(kid, k)| {
+                let key = VerifyingKey {
+                    decoding: k.decoding,
+                    retired: k.retired,
+                };
+                (kid, key)
+            })
             .collect(),
         jwks: jwks.into(),
+        fingerprint,
     })
 }
 

@@ -231,3 +231,152 @@ fn rotated_keys_keep_verifying_old_tokens() {
     let jwks: serde_json::Value = serde_json::from_slice(&fresh.jwks()).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+/// The private key of `kid` as stored on disk: what an attacker has after a key leak.
+fn leaked_key(dir: &std::path::Path, kid: &str) -> EncodingKey {
+    let file = keys::keys_dir(dir).join(format!("{kid}.json"));
+    let key: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    EncodingKey::from_ed_pem(key["private"].as_str().unwrap().as_bytes()).unwrap()
+}
+
+/// A token of `kind` signed with a leaked EdDSA key, with the given `iat` and `exp`.
+fn forge(dir: &std::path::Path, kid: &str, kind: Kind, iat: u64, exp: u64) -> String {
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some(kind.typ().to_owned());
+    let mut claims = claims_json("authgate");
+    claims["iat"] = iat.into();
+    claims["exp"] = exp.into();
+    claims["jti"] = format!("forged-{iat}-{exp}").into();
+    jsonwebtoken::encode(&header, &claims, &leaked_key(dir, kid)).unwrap()
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Issue 11 item 7: after `rotate-keys` a leaked old key must not mint usable new tokens.
+/// The retired key verifies only what was issued before its retirement (plus the leeway and
+/// the 10 s in which a server that has not reloaded yet still signs with it), and access
+/// tokens only for `access_ttl` after it, whatever `exp` they claim.
+#[test]
+fn a_retired_key_verifies_only_tokens_issued_before_its_retirement() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let (before, _) = svc
+        .mint(Kind::Access, "alice", "s", &["pwd"], 900, None)
+        .unwrap();
+    let (refresh, _) = svc
+        .mint(Kind::Refresh, "alice", "s", &["pwd"], 30 * 86_400, None)
+        .unwrap();
+    let old = kid_of(&before);
+    let retired = T0 + 60;
+    clock.set(retired);
+    keys::rotate(dir.path(), Algorithm::EdDSA, retired).unwrap();
+    svc.reload_keys().unwrap();
+    let grace = 30 + 10;
+
+    // Forged after the retirement: refused, access, refresh and MFA alike.
+    clock.set(retired + grace + 1);
+    for kind in [Kind::Access, Kind::Refresh, Kind::Mfa] {
+        let late = forge(dir.path(), &old, kind, retired + grace + 1, retired + 600);
+        assert_eq!(
+            svc.verify(&late).unwrap_err(),
+            TokenError::Invalid(Invalid::RetiredKey),
+            "{kind:?}"
+        );
+    }
+    // Within the grace: a server that had not reloaded yet could have minted it.
+    clock.set(retired + grace);
+    let lagging = forge(
+        dir.path(),
+        &old,
+        Kind::Access,
+        retired + grace,
+        retired + 900,
+    );
+    assert!(svc.verify(&lagging).is_ok());
+    // Issued before: good until its own exp.
+    assert!(svc.verify(&before).is_ok());
+    clock.set(T0 + 900 + 30);
+    assert!(svc.verify(&before).is_ok());
+    clock.set(T0 + 900 + 31);
+    assert_eq!(svc.verify(&before).unwrap_err(), TokenError::Expired);
+
+    // Back-dated with a long life: dies access_ttl after the retirement, cached or not.
+    let backdated = forge(
+        dir.path(),
+        &old,
+        Kind::Access,
+        retired - 1,
+        retired + 86_400,
+    );
+    clock.set(retired + 900 + 10 + 30);
+    assert!(svc.verify(&backdated).is_ok());
+    clock.advance(1);
+    assert_eq!(svc.verify(&backdated).unwrap_err(), TokenError::Expired);
+    let fresh = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    assert_eq!(fresh.verify(&backdated).unwrap_err(), TokenError::Expired);
+    // Refresh tokens issued before the retirement live on, as before.
+    assert_eq!(fresh.verify(&refresh).unwrap().kind, Kind::Refresh);
+    // An MFA token only for its 5 minutes.
+    let mfa = forge(dir.path(), &old, Kind::Mfa, retired - 1, retired + 86_400);
+    clock.set(retired + 300 + 10 + 30);
+    assert!(fresh.verify(&mfa).is_ok());
+    clock.advance(1);
+    assert_eq!(fresh.verify(&mfa).unwrap_err(), TokenError::Expired);
+}
+
+/// A token verified (and cached) while its key was current is checked again once the key is
+/// retired: the cache must not carry a back-dated forgery past the retired key's limits.
+#[test]
+fn retirement_reaches_tokens_already_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let (token, _) = svc
+        .mint(Kind::Access, "alice", "s", &["pwd"], 900, None)
+        .unwrap();
+    let old = kid_of(&token);
+    let forged = forge(dir.path(), &old, Kind::Access, T0, T0 + 86_400);
+    assert!(svc.verify(&forged).is_ok());
+    assert_eq!(svc.cache_entries(), 1);
+    keys::rotate(dir.path(), Algorithm::EdDSA, T0).unwrap();
+    svc.reload_keys().unwrap();
+    clock.set(T0 + 900 + 10 + 31);
+    assert_eq!(svc.verify(&forged).unwrap_err(), TokenError::Expired);
+}
+
+/// The JWKS publishes a retired key while an access token it signed may still be good, and
+/// no longer: other verifiers only know what the JWKS tells them.
+#[test]
+fn jwks_drops_a_retired_key_once_no_access_token_of_it_can_be_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let (refresh, _) = svc
+        .mint(Kind::Refresh, "alice", "s", &["pwd"], 30 * 86_400, None)
+        .unwrap();
+    let old = kid_of(&refresh);
+    keys::rotate(dir.path(), Algorithm::EdDSA, T0).unwrap();
+    let kids = |svc: &TokenService| -> Vec<String> {
+        let jwks: serde_json::Value = serde_json::from_slice(&svc.jwks()).unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    clock.set(T0 + 900 + 10 + 30);
+    svc.reload_keys().unwrap();
+    assert!(kids(&svc).contains(&old));
+    assert_eq!(kids(&svc).len(), 2);
+    clock.advance(1);
+    svc.reload_keys().unwrap();
+    assert_eq!(kids(&svc).len(), 1);
+    assert!(!kids(&svc).contains(&old));
+    // The key itself stays for the refresh tokens it signed.
+    assert!(svc.verify(&refresh).is_ok());
+}
