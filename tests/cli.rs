@@ -416,3 +416,65 @@ fn data_files_are_private_after_first_start_and_user_add() {
     assert!(fresh.path().join("data/users").is_file());
     assert_private(&fresh.path().join("data"));
 }
+
+/// A leaked key: `rotate-keys --revoke-old` on the command line, and the running server
+/// refuses the tokens the old key signed within its 10 s key reload, while new logins work.
+#[test]
+fn rotate_keys_revoke_old_reaches_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve_defaults(dir.path(), Stdio::null);
+    let password = std::fs::read_to_string(dir.path().join("data/demo-password")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let login = || rt.block_on(demo_login(&base, password.trim()));
+    let check = |token: &str| rt.block_on(authz_status(&base, token));
+    let old = login();
+    assert_eq!(check(&old), 200);
+
+    let (code, out, err) = run(&["rotate-keys", "--revoke-old"], dir.path(), "");
+    assert_eq!(code, 0, "{err}");
+    let old_kid = {
+        let header = old.split('.').next().unwrap();
+        let header =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    assert!(out.contains(&old_kid), "{out}");
+    let started = Instant::now();
+    while check(&old) == 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the revoked key still verifies"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(check(&old), 401);
+    assert_eq!(check(&login()), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn demo_login(base: &str, password: &str) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username": "demo", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn authz_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/authz/api"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

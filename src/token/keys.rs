@@ -5,7 +5,7 @@
 //! file is deleted.
 //! Private key material never leaves this module except as a `jsonwebtoken::EncodingKey`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -287,28 +287,90 @@ pub fn rotate(store_path: &Path, alg: Algorithm, now: u64) -> Result<String, Key
     Ok(key.kid)
 }
 
-/// The server-only key that seals backend credentials inside access tokens.
+/// Emergency rotation, for a key that leaked: generates a new signing key and deletes every
+/// other one, so everything they signed is refused (as an unknown `kid`) by each server
+/// within its key-reload interval and by a restarted one. Every session must log in again.
+/// Returns the new kid and the revoked ones.
+pub fn rotate_and_revoke(
+    store_path: &Path,
+    alg: Algorithm,
+    now: u64,
+) -> Result<(String, Vec<String>), KeyError> {
+    let dir = keys_dir(store_path);
+    ensure_dir(&dir)?;
+    let key = generate(alg, now)?;
+    save(&dir, &key)?;
+    let mut revoked = Vec::new();
+    for (path, old) in read_all(&dir)? {
+        if old.kid != key.kid {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            revoked.push(old.kid);
+        }
+    }
+    Ok((key.kid, revoked))
+}
+
+/// The server-only key that seals backend credentials inside access tokens and TOTP secrets
+/// at rest: `keys/seal.key`, the first sealing key (id 0), created when missing.
 pub fn load_or_create_seal_key(store_path: &Path) -> Result<[u8; 32], KeyError> {
     let dir = keys_dir(store_path);
     ensure_dir(&dir)?;
     let path = dir.join("seal.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes = STANDARD.decode(text.trim()).ok();
-            bytes
-                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                .ok_or_else(|| KeyError::Corrupt {
-                    path: path.clone(),
-                    message: "expected 32 bytes of base64".into(),
-                })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match read_seal_key(&path) {
+        Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let key = random_bytes::<32>()?;
             write_private(&path, STANDARD.encode(key).as_bytes())?;
             Ok(key)
         }
-        Err(e) => Err(io_err(&path)(e)),
+        other => other,
     }
+}
+
+fn read_seal_key(path: &Path) -> Result<[u8; 32], KeyError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let bytes = STANDARD.decode(text.trim()).ok();
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| KeyError::Corrupt {
+            path: path.to_owned(),
+            message: "expected 32 bytes of base64".into(),
+        })
+}
+
+/// The id of a rotated sealing key file, `seal-<id>.key` (id 1 and up).
+fn seal_key_id(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let id = name.strip_prefix("seal-")?.strip_suffix(".key")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// Every sealing key by id: `seal.key` is id 0 (created when missing), `seal-<id>.key` the
+/// rotated ones. The highest id seals; all of them open what they sealed. Sealing keys are
+/// never deleted: a stored TOTP secret lives as long as its enrollment.
+pub fn load_seal_keys(store_path: &Path) -> Result<BTreeMap<u32, [u8; 32]>, KeyError> {
+    let mut keys = BTreeMap::new();
+    keys.insert(0, load_or_create_seal_key(store_path)?);
+    let dir = keys_dir(store_path);
+    for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let path = entry.map_err(io_err(&dir))?.path();
+        if let Some(id) = seal_key_id(&path) {
+            keys.insert(id, read_seal_key(&path)?);
+        }
+    }
+    Ok(keys)
+}
+
+/// Starts sealing with a new key (`seal-<id>.key`); older ones keep opening what they sealed.
+/// Running servers seal with it once they reload their keys. Returns its id.
+pub fn rotate_seal_key(store_path: &Path) -> Result<u32, KeyError> {
+    let current = load_seal_keys(store_path)?;
+    let id = current.keys().next_back().map_or(1, |last| last + 1);
+    let path = keys_dir(store_path).join(format!("seal-{id}.key"));
+    write_private(&path, STANDARD.encode(random_bytes::<32>()?).as_bytes())?;
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -189,6 +189,46 @@ struct KeySnapshot {
     jwks: Arc<[u8]>,
     /// Every kid with its retirement: when it changes, cached verdicts are stale.
     fingerprint: Vec<(String, Option<u64>)>,
+    seal: SealKeys,
+}
+
+/// The sealing keys by id; the highest seals. A sealed blob names its key as `<id>.` before
+/// the base64url text, except for id 0 (`seal.key`), whose blobs have no prefix: that is how
+/// everything was sealed before sealing keys could rotate, so those blobs still open.
+struct SealKeys {
+    current: u32,
+    keys: std::collections::HashMap<u32, LessSafeKey>,
+}
+
+impl SealKeys {
+    fn load(store_path: &std::path::Path) -> Result<Self, keys::KeyError> {
+        let raw = keys::load_seal_keys(store_path)?;
+        let current = raw.keys().next_back().copied().unwrap_or(0);
+        let keys = raw
+            .into_iter()
+            .map(|(id, bytes)| {
+                UnboundKey::new(&AES_256_GCM, &bytes)
+                    .map(|k| (id, LessSafeKey::new(k)))
+                    .map_err(|_| keys::KeyError::Generate)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { current, keys })
+    }
+
+    /// The key a blob names, and the base64url text after the name.
+    fn for_blob<'a>(&self, sealed: &'a str) -> Option<(&LessSafeKey, &'a str)> {
+        let (id, text) = match sealed.split_once('.') {
+            // base64url has no '.', so a blob without one is from key 0.
+            None => (0, sealed),
+            Some((id, text)) => {
+                let canonical = !id.is_empty()
+                    && !id.starts_with('0')
+                    && id.bytes().all(|b| b.is_ascii_digit());
+                (canonical.then(|| id.parse().ok()).flatten()?, text)
+            }
+        };
+        Some((self.keys.get(&id)?, text))
+    }
 }
 
 /// The token lives that bound what a retired key may still verify.
@@ -232,7 +272,6 @@ pub struct TokenService {
     clock: Clock,
     keys: ArcSwap<KeySnapshot>,
     validation: Validation,
-    seal_key: LessSafeKey,
     cache: cache::VerifiedCache,
     rng: SystemRandom,
 }
@@ -281,10 +320,6 @@ impl TokenService {
             leeway: t.leeway.as_secs(),
         };
         let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives)?;
-        let seal_key = keys::load_or_create_seal_key(&cfg.store.path)?;
-        let seal_key = UnboundKey::new(&AES_256_GCM, &seal_key)
-            .map(LessSafeKey::new)
-            .map_err(|_| keys::KeyError::Generate)?;
         let mut validation = Validation::new(jwt_alg(t.algorithm));
         validation.set_issuer(&[&t.issuer]);
         validation.set_audience(&[&t.audience]);
@@ -303,7 +338,6 @@ impl TokenService {
             clock,
             keys: ArcSwap::from_pointee(snapshot),
             validation,
-            seal_key,
             cache: cache::VerifiedCache::new(t.cache_bytes),
             rng: SystemRandom::new(),
         })
@@ -476,26 +510,34 @@ impl TokenService {
         })
     }
 
-    /// AEAD-seals a secret (a backend credential, a TOTP secret) under the server-only key,
-    /// bound to `context` (the session id, `totp:<user>`): it opens under that context only.
+    /// AEAD-seals a secret (a backend credential, a TOTP secret) under the current sealing
+    /// key, bound to `context` (the session id, `totp:<user>`): it opens under that context only.
     pub fn seal(&self, context: &str, secret: &SecretString) -> Result<String, MintError> {
+        let keys = self.keys.load();
+        let seal = &keys.seal;
+        let key = seal.keys.get(&seal.current).ok_or(MintError::Seal)?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| MintError::Seal)?;
         let mut buf = secret.expose_secret().as_bytes().to_vec();
-        self.seal_key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context.as_bytes()),
-                &mut buf,
-            )
-            .map_err(|_| MintError::Seal)?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut buf,
+        )
+        .map_err(|_| MintError::Seal)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        let text = URL_SAFE_NO_PAD.encode(out);
+        Ok(match seal.current {
+            0 => text,
+            id => format!("{id}.{text}"),
+        })
     }
 
     /// Opens a sealed secret; `None` if it was tampered with or belongs to another context.
     pub fn unseal(&self, context: &str, sealed: &str) -> Option<SecretString> {
+        let keys = self.keys.load();
+        let (key, sealed) = keys.seal.for_blob(sealed)?;
         let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
@@ -503,8 +545,7 @@ impl TokenService {
         let (nonce, ct) = raw.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = ct.to_vec();
-        let plain = self
-            .seal_key
+        let plain = key
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
             .ok()?;
         let text = std::str::from_utf8(plain).ok()?;
@@ -560,6 +601,7 @@ fn load_snapshot(
             .collect(),
         jwks: jwks.into(),
         fingerprint,
+        seal: SealKeys::load(store_path)?,
     })
 }
 

@@ -380,3 +380,147 @@ fn jwks_drops_a_retired_key_once_no_access_token_of_it_can_be_valid() {
     // The key itself stays for the refresh tokens it signed.
     assert!(svc.verify(&refresh).is_ok());
 }
+
+/// `rotate-keys --revoke-old`, for a key known to have leaked: everything the old keys signed
+/// is refused once a server reloads, cached verdicts included, and the JWKS forgets them.
+#[test]
+fn revoking_old_keys_refuses_everything_they_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let (first, _) = svc
+        .mint(Kind::Access, "alice", "s", &["pwd"], 900, None)
+        .unwrap();
+    // One key retired the ordinary way earlier, one signing now: both go.
+    let retired_kid = kid_of(&first);
+    let earlier = forge(dir.path(), &retired_kid, Kind::Access, T0, T0 + 900);
+    keys::rotate(dir.path(), Algorithm::EdDSA, T0).unwrap();
+    svc.reload_keys().unwrap();
+    let (access, _) = svc
+        .mint(Kind::Access, "alice", "s", &["pwd"], 900, None)
+        .unwrap();
+    let (refresh, _) = svc
+        .mint(Kind::Refresh, "alice", "s", &["pwd"], 86_400, None)
+        .unwrap();
+    let current_kid = kid_of(&access);
+    let backdated = forge(dir.path(), &current_kid, Kind::Access, T0, T0 + 900);
+    for t in [&first, &earlier, &access, &refresh, &backdated] {
+        assert!(svc.verify(t).is_ok());
+    }
+    clock.advance(60);
+    let (new_kid, revoked) =
+        keys::rotate_and_revoke(dir.path(), Algorithm::EdDSA, clock.now()).unwrap();
+    let mut revoked = revoked;
+    revoked.sort();
+    let mut expected = vec![retired_kid.clone(), current_kid.clone()];
+    expected.sort();
+    assert_eq!(revoked, expected);
+    svc.reload_keys().unwrap();
+    for t in [&first, &earlier, &access, &refresh, &backdated] {
+        assert_eq!(
+            svc.verify(t).unwrap_err(),
+            TokenError::Invalid(Invalid::UnknownKey)
+        );
+    }
+    let (fresh, _) = svc
+        .mint(Kind::Access, "alice", "s2", &["pwd"], 900, None)
+        .unwrap();
+    assert_eq!(kid_of(&fresh), new_kid);
+    assert!(svc.verify(&fresh).is_ok());
+    let jwks: serde_json::Value = serde_json::from_slice(&svc.jwks()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    // The leaked private keys are gone from the disk, so no restart brings them back.
+    for kid in [&retired_kid, &current_kid] {
+        assert!(
+            !keys::keys_dir(dir.path())
+                .join(format!("{kid}.json"))
+                .exists()
+        );
+    }
+    let restarted = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    assert!(restarted.verify(&access).is_err());
+    assert!(restarted.verify(&fresh).is_ok());
+}
+
+/// A secret sealed as authgate sealed before sealing keys could rotate: base64url of nonce and
+/// AES-256-GCM ciphertext under `keys/seal.key`, no key id.
+fn sealed_before_upgrade(dir: &std::path::Path, context: &str, secret: &str) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let text = std::fs::read_to_string(keys::keys_dir(dir).join("seal.key")).unwrap();
+    let key = STANDARD.decode(text.trim()).unwrap();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+    let nonce = [7u8; NONCE_LEN];
+    let mut buf = secret.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(context.as_bytes()),
+        &mut buf,
+    )
+    .unwrap();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    URL_SAFE_NO_PAD.encode(out)
+}
+
+/// `rotate-keys --sealing-key`: the new key seals, and what older keys sealed (tokens with a
+/// backend credential, stored TOTP secrets, including those sealed before the upgrade) still
+/// opens, in the running service and after a restart.
+#[test]
+fn sealing_key_rotation_keeps_what_older_keys_sealed_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let cred = SecretString::from("alice:15372d36008c1fd11c4a362b373529f72bfeaca2".to_owned());
+    let totp = SecretString::from("JBSWY3DPEHPK3PXP".to_owned());
+    let legacy = sealed_before_upgrade(dir.path(), "totp:alice", totp.expose_secret());
+    let (token, _) = svc
+        .mint(Kind::Access, "alice", "s1", &["pwd"], 900, Some(&cred))
+        .unwrap();
+    let stored = svc.seal("totp:alice", &totp).unwrap();
+    let opens = |svc: &TokenService, blob: &str| {
+        svc.unseal("totp:alice", blob)
+            .map(|s| s.expose_secret().to_owned())
+    };
+    assert_eq!(opens(&svc, &legacy).as_deref(), Some("JBSWY3DPEHPK3PXP"));
+
+    assert_eq!(keys::rotate_seal_key(dir.path()).unwrap(), 1);
+    svc.reload_keys().unwrap();
+    let restarted = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    for svc in [&svc, &restarted] {
+        for blob in [&legacy, &stored] {
+            assert_eq!(opens(svc, blob).as_deref(), Some("JBSWY3DPEHPK3PXP"));
+        }
+        let v = svc.verify(&token).unwrap();
+        assert_eq!(
+            v.credential.as_ref().unwrap().expose_secret(),
+            cred.expose_secret()
+        );
+    }
+    // The new key seals: a key directory with only the old key cannot open it.
+    let new = svc.seal("totp:alice", &totp).unwrap();
+    assert_eq!(opens(&restarted, &new).as_deref(), Some("JBSWY3DPEHPK3PXP"));
+    let before = tempfile::tempdir().unwrap();
+    std::fs::create_dir(keys::keys_dir(before.path())).unwrap();
+    std::fs::copy(
+        keys::keys_dir(dir.path()).join("seal.key"),
+        keys::keys_dir(before.path()).join("seal.key"),
+    )
+    .unwrap();
+    let old_only = service(Algorithm::EdDSA, before.path(), &clock, "");
+    assert!(opens(&old_only, &stored).is_some());
+    assert!(opens(&old_only, &new).is_none());
+    // A blob claiming another key id, or the legacy key, does not open.
+    let (id, rest) = new.split_once('.').unwrap();
+    assert_eq!(id, "1");
+    for forged in [format!("2.{rest}"), format!("0.{rest}"), rest.to_owned()] {
+        assert!(opens(&svc, &forged).is_none(), "{forged}");
+    }
+    // A second rotation: all three generations open.
+    assert_eq!(keys::rotate_seal_key(dir.path()).unwrap(), 2);
+    svc.reload_keys().unwrap();
+    let newest = svc.seal("totp:alice", &totp).unwrap();
+    assert!(newest.starts_with("2."));
+    for blob in [&legacy, &stored, &new, &newest] {
+        assert!(opens(&svc, blob).is_some());
+    }
+}
