@@ -38,7 +38,8 @@ struct KeyFile {
     kid: String,
     alg: Algorithm,
     created: u64,
-    /// When this key stopped signing; it verifies until `retired + retention`.
+    /// When this key stopped signing: it verifies only tokens issued before, each kind for at
+    /// most its life after this time, and is deleted at `retired + retention`.
     retired: Option<u64>,
     /// PKCS#8 PEM for asymmetric keys, base64 for the HS256 secret.
     private: String,
