@@ -169,11 +169,6 @@ pub enum MintError {
     Seal,
 }
 
-/// How long a server may go on signing with a key another process retired: servers re-read
-/// the key directory every 10 s, so tokens a retired key signed up to this long after its
-/// retirement (plus the leeway) are still genuine.
-pub const KEY_RELOAD_SECS: u64 = 10;
-
 /// Life of an MFA token (`login::MFA_TOKEN_TTL`): how long a retired key verifies MFA tokens.
 const MFA_TOKEN_LIFE: u64 = 300;
 
@@ -237,6 +232,8 @@ struct Lives {
     access: u64,
     refresh: u64,
     leeway: u64,
+    /// `tokens.rotation_grace`: how long servers may go on signing with a retired key.
+    grace: u64,
 }
 
 impl Lives {
@@ -251,13 +248,13 @@ impl Lives {
     /// Until when a key retired at `retired` verifies tokens of `kind` (before the leeway).
     fn deadline(&self, retired: u64, kind: Kind) -> u64 {
         retired
-            .saturating_add(KEY_RELOAD_SECS)
+            .saturating_add(self.grace)
             .saturating_add(self.of(kind))
     }
 
     /// How long a retired key is kept on disk: past this nothing it signed can verify.
     fn retention(&self) -> u64 {
-        self.access.max(self.refresh).max(MFA_TOKEN_LIFE) + KEY_RELOAD_SECS + self.leeway
+        self.access.max(self.refresh).max(MFA_TOKEN_LIFE) + self.grace + self.leeway
     }
 }
 
@@ -318,6 +315,7 @@ impl TokenService {
             access: t.access_ttl.as_secs(),
             refresh: t.refresh_ttl.as_secs(),
             leeway: t.leeway.as_secs(),
+            grace: t.rotation_grace.as_secs(),
         };
         let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives)?;
         let mut validation = Validation::new(jwt_alg(t.algorithm));
@@ -476,10 +474,10 @@ impl TokenService {
         let mut c = data.claims;
         if let Some(retired) = key.retired {
             // A leaked key must not mint new tokens: only those issued before it was retired
-            // (or by a server that had not reloaded yet) are genuine, and none outlives the
-            // longest life a token of its kind could have had at the retirement.
+            // (or by a server that had not seen the rotation yet) are genuine, and none
+            // outlives the longest life a token of its kind could have had then.
             let issued_by = retired
-                .saturating_add(KEY_RELOAD_SECS)
+                .saturating_add(self.lives.grace)
                 .saturating_add(self.leeway);
             if c.iat > issued_by {
                 return Err(TokenError::Invalid(Invalid::RetiredKey));

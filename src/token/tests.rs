@@ -3,6 +3,9 @@ use super::*;
 use crate::config::Config;
 
 const T0: u64 = 1_800_000_000;
+/// `tokens.leeway` and `tokens.rotation_grace` at their defaults.
+const LEEWAY: u64 = 30;
+const ROTATION_GRACE: u64 = 120;
 
 fn service(alg: Algorithm, dir: &std::path::Path, clock: &Clock, extra: &str) -> TokenService {
     let text = format!(
@@ -257,8 +260,8 @@ fn kid_of(token: &str) -> String {
 
 /// Issue 11 item 7: after `rotate-keys` a leaked old key must not mint usable new tokens.
 /// The retired key verifies only what was issued before its retirement (plus the leeway and
-/// the 10 s in which a server that has not reloaded yet still signs with it), and access
-/// tokens only for `access_ttl` after it, whatever `exp` they claim.
+/// `rotation_grace`, in which a server that has not seen the rotation still signs with it),
+/// and access tokens only for `access_ttl` after it, whatever `exp` they claim.
 #[test]
 fn a_retired_key_verifies_only_tokens_issued_before_its_retirement() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +278,7 @@ fn a_retired_key_verifies_only_tokens_issued_before_its_retirement() {
     clock.set(retired);
     keys::rotate(dir.path(), Algorithm::EdDSA, retired).unwrap();
     svc.reload_keys().unwrap();
-    let grace = 30 + 10;
+    let grace = ROTATION_GRACE + LEEWAY;
 
     // Forged after the retirement: refused, access, refresh and MFA alike.
     clock.set(retired + grace + 1);
@@ -312,7 +315,7 @@ fn a_retired_key_verifies_only_tokens_issued_before_its_retirement() {
         retired - 1,
         retired + 86_400,
     );
-    clock.set(retired + 900 + 10 + 30);
+    clock.set(retired + ROTATION_GRACE + 900 + LEEWAY);
     assert!(svc.verify(&backdated).is_ok());
     clock.advance(1);
     assert_eq!(svc.verify(&backdated).unwrap_err(), TokenError::Expired);
@@ -322,7 +325,7 @@ fn a_retired_key_verifies_only_tokens_issued_before_its_retirement() {
     assert_eq!(fresh.verify(&refresh).unwrap().kind, Kind::Refresh);
     // An MFA token only for its 5 minutes.
     let mfa = forge(dir.path(), &old, Kind::Mfa, retired - 1, retired + 86_400);
-    clock.set(retired + 300 + 10 + 30);
+    clock.set(retired + ROTATION_GRACE + 300 + LEEWAY);
     assert!(fresh.verify(&mfa).is_ok());
     clock.advance(1);
     assert_eq!(fresh.verify(&mfa).unwrap_err(), TokenError::Expired);
@@ -344,7 +347,7 @@ fn retirement_reaches_tokens_already_in_the_cache() {
     assert_eq!(svc.cache_entries(), 1);
     keys::rotate(dir.path(), Algorithm::EdDSA, T0).unwrap();
     svc.reload_keys().unwrap();
-    clock.set(T0 + 900 + 10 + 31);
+    clock.set(T0 + ROTATION_GRACE + 900 + LEEWAY + 1);
     assert_eq!(svc.verify(&forged).unwrap_err(), TokenError::Expired);
 }
 
@@ -369,7 +372,7 @@ fn jwks_drops_a_retired_key_once_no_access_token_of_it_can_be_valid() {
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect()
     };
-    clock.set(T0 + 900 + 10 + 30);
+    clock.set(T0 + ROTATION_GRACE + 900 + LEEWAY);
     svc.reload_keys().unwrap();
     assert!(kids(&svc).contains(&old));
     assert_eq!(kids(&svc).len(), 2);
@@ -523,4 +526,9 @@ fn sealing_key_rotation_keeps_what_older_keys_sealed_open() {
     for blob in [&legacy, &stored, &new, &newest] {
         assert!(opens(&svc, blob).is_some());
     }
+}
+
+#[test]
+fn a_retired_key_knows_how_long_mfa_tokens_live() {
+    assert_eq!(MFA_TOKEN_LIFE, crate::login::MFA_TOKEN_TTL);
 }
