@@ -190,7 +190,13 @@ fn read_all(dir: &Path) -> Result<Vec<(PathBuf, KeyFile)>, KeyError> {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // Deleted since the listing (`rotate-keys --revoke-old`, or a key past its
+            // retention): it is gone, not an error that would keep the old keys loaded.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
         let key: KeyFile = serde_json::from_str(&text).map_err(|e| KeyError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
@@ -401,6 +407,16 @@ mod tests {
             let has_jwk = first.verifying[&first.signing_kid].jwk.is_some();
             assert_eq!(has_jwk, alg != Algorithm::HS256);
         }
+    }
+
+    #[test]
+    fn a_key_file_gone_between_listing_and_reading_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path(), Algorithm::EdDSA, 1000, 60).unwrap();
+        // What a reload sees when a revocation deletes a file it has just listed.
+        std::os::unix::fs::symlink("gone.json", keys_dir(dir.path()).join("revoked.json")).unwrap();
+        let again = load_or_create(dir.path(), Algorithm::EdDSA, 1001, 60).unwrap();
+        assert_eq!(again.signing_kid, first.signing_kid);
     }
 
     #[test]
