@@ -417,9 +417,15 @@ impl TokenService {
                 if !well_formed(token) {
                     return Err(TokenError::Malformed);
                 }
-                let v = Arc::new(self.verify_cold(token)?);
+                let keys = self.keys.load_full();
+                let v = Arc::new(self.verify_cold(token, &keys)?);
                 if v.kind == Kind::Access {
                     self.cache.insert(key, v.clone(), self.clock.now());
+                    // A reload that changes the keys empties the cache; one that ran while
+                    // this token was checked under the old keys must not find it cached after.
+                    if !Arc::ptr_eq(&self.keys.load(), &keys) {
+                        self.cache.remove(key);
+                    }
                 }
                 v
             }
@@ -439,7 +445,7 @@ impl TokenService {
         Ok(())
     }
 
-    fn verify_cold(&self, token: &str) -> Result<Verified, TokenError> {
+    fn verify_cold(&self, token: &str, keys: &KeySnapshot) -> Result<Verified, TokenError> {
         if !jws_shaped(token) {
             return Err(TokenError::Invalid(Invalid::NotJwt));
         }
@@ -454,7 +460,6 @@ impl TokenService {
             .as_deref()
             .and_then(Kind::from_typ)
             .ok_or(TokenError::Invalid(Invalid::Type))?;
-        let keys = self.keys.load();
         let key = header
             .kid
             .as_deref()
@@ -486,7 +491,7 @@ impl TokenService {
         }
         let credential = match c.cred {
             Some(sealed) if kind != Kind::Refresh => Some(
-                self.unseal(&c.sid, &sealed)
+                unseal_with(&keys.seal, &c.sid, &sealed)
                     .ok_or(TokenError::Invalid(Invalid::Claims))?,
             ),
             Some(_) => return Err(TokenError::Invalid(Invalid::Claims)),
@@ -534,26 +539,30 @@ impl TokenService {
 
     /// Opens a sealed secret; `None` if it was tampered with or belongs to another context.
     pub fn unseal(&self, context: &str, sealed: &str) -> Option<SecretString> {
-        let keys = self.keys.load();
-        let (key, sealed) = keys.seal.for_blob(sealed)?;
-        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        if raw.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ct) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut buf = ct.to_vec();
-        let plain = key
-            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
-            .ok()?;
-        let text = std::str::from_utf8(plain).ok()?;
-        Some(SecretString::from(text.to_owned()))
+        unseal_with(&self.keys.load().seal, context, sealed)
     }
 
     /// Number of cached verified tokens (for metrics and tests).
     pub fn cache_entries(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// Opens a sealed secret with the key its blob names.
+fn unseal_with(seal: &SealKeys, context: &str, sealed: &str) -> Option<SecretString> {
+    let (key, sealed) = seal.for_blob(sealed)?;
+    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = ct.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
+        .ok()?;
+    let text = std::str::from_utf8(plain).ok()?;
+    Some(SecretString::from(text.to_owned()))
 }
 
 fn load_snapshot(
