@@ -478,3 +478,36 @@ async fn authz_status(base: &str, token: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// `rotate-keys --sealing-key` adds a sealing key beside `seal.key`, which stays as it was
+/// (it opens everything sealed before), and `--revoke-old` deletes the old signing keys.
+#[test]
+fn rotate_keys_flags_change_the_key_directory_as_documented() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("data/keys");
+    assert_eq!(run(&["rotate-keys"], dir.path(), "").0, 0);
+    let seal = std::fs::read(keys.join("seal.key")).unwrap();
+    let (code, out, err) = run(&["rotate-keys", "--sealing-key"], dir.path(), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("new sealing key 1"), "{out}");
+    assert_eq!(std::fs::read(keys.join("seal.key")).unwrap(), seal);
+    let mode = std::fs::metadata(keys.join("seal-1.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let signing = || {
+        std::fs::read_dir(&keys)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    assert_eq!(signing(), 2);
+    let (code, out, _) = run(&["rotate-keys", "--revoke-old"], dir.path(), "");
+    assert_eq!(code, 0);
+    assert!(out.contains("revoked signing keys"), "{out}");
+    assert_eq!(signing(), 1);
+    assert!(keys.join("seal-1.key").is_file());
+}
