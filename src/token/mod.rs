@@ -6,6 +6,12 @@
 //! checks `iss`, `aud`, `exp`, `nbf` and `iat` against the injected [`Clock`] with the configured
 //! leeway. A verified token is cached (bounded by bytes) under a keyed 128-bit hash of its text;
 //! the cache stores the claims, so every hit re-checks expiry and can never extend a token's life.
+//!
+//! A rotated-out (retired) key verifies only tokens issued before its retirement (plus the
+//! leeway and `tokens.rotation_grace`), each kind for at most its life after that; a revoked
+//! key is gone, so its `kid` is unknown. Any change of keys empties the cache. Sealed blobs
+//! name their sealing key (`<id>.`, none for the first key), so sealing keys can rotate while
+//! old blobs still open.
 
 mod cache;
 pub mod keys;
