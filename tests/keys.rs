@@ -54,8 +54,20 @@ async fn otp_login(app: &TestApp, secret: &str) -> Value {
     r.body
 }
 
+/// `rotate-keys --sealing-key`, with the key file dated so that it seals from now on (a server
+/// seals with a new key `rotation_grace` after its file arrived; the clock here is manual).
 fn rotate_sealing_key(app: &TestApp) -> u32 {
-    authgate::token::keys::rotate_seal_key(&app.config.store.path).unwrap()
+    let path = &app.config.store.path;
+    let id = keys::rotate_seal_key(path).unwrap();
+    let file = keys::keys_dir(path).join(format!("seal-{id}.key"));
+    let since = app.clock.now() - app.config.tokens.rotation_grace.as_secs();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(since))
+        .unwrap();
+    id
 }
 
 /// A TOTP secret sealed and stored under the first sealing key opens after the sealing key

@@ -354,24 +354,48 @@ fn seal_key_id(path: &Path) -> Option<u32> {
     id.parse().ok()
 }
 
+/// A sealing key and when its file arrived (its modification time, seconds since the epoch;
+/// 0 if unknown): a Kubernetes Secret reaches each pod at its own time.
+pub struct SealKey {
+    pub key: [u8; 32],
+    pub arrived: u64,
+}
+
+fn arrived(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Every sealing key by id: `seal.key` is id 0 (created when missing), `seal-<id>.key` the
-/// rotated ones. The highest id seals; all of them open what they sealed. Sealing keys are
-/// never deleted: a stored TOTP secret lives as long as its enrollment.
-pub fn load_seal_keys(store_path: &Path) -> Result<BTreeMap<u32, [u8; 32]>, KeyError> {
+/// rotated ones. All of them open what they sealed; the caller picks the one that seals.
+/// Sealing keys are never deleted: a stored TOTP secret lives as long as its enrollment.
+pub fn load_seal_keys(store_path: &Path) -> Result<BTreeMap<u32, SealKey>, KeyError> {
     let mut keys = BTreeMap::new();
-    keys.insert(0, load_or_create_seal_key(store_path)?);
+    let first = SealKey {
+        key: load_or_create_seal_key(store_path)?,
+        arrived: 0,
+    };
+    keys.insert(0, first);
     let dir = keys_dir(store_path);
     for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
         let path = entry.map_err(io_err(&dir))?.path();
         if let Some(id) = seal_key_id(&path) {
-            keys.insert(id, read_seal_key(&path)?);
+            let key = SealKey {
+                key: read_seal_key(&path)?,
+                arrived: arrived(&path),
+            };
+            keys.insert(id, key);
         }
     }
     Ok(keys)
 }
 
 /// Starts sealing with a new key (`seal-<id>.key`); older ones keep opening what they sealed.
-/// Running servers seal with it once they reload their keys. Returns its id.
+/// Servers open with it once they reload their keys, and seal with it `tokens.rotation_grace`
+/// after its file arrived. Returns its id.
 pub fn rotate_seal_key(store_path: &Path) -> Result<u32, KeyError> {
     let current = load_seal_keys(store_path)?;
     let id = current.keys().next_back().map_or(1, |last| last + 1);

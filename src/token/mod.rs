@@ -193,22 +193,28 @@ struct KeySnapshot {
     seal: SealKeys,
 }
 
-/// The sealing keys by id; the highest seals. A sealed blob names its key as `<id>.` before
-/// the base64url text, except for id 0 (`seal.key`), whose blobs have no prefix: that is how
-/// everything was sealed before sealing keys could rotate, so those blobs still open.
+/// The sealing keys by id. A sealed blob names its key as `<id>.` before the base64url text,
+/// except for id 0 (`seal.key`), whose blobs have no prefix: that is how everything was sealed
+/// before sealing keys could rotate, so those blobs still open. The highest id whose file
+/// arrived `rotation_grace` ago seals: by then every replica has it and can open the blob.
 struct SealKeys {
     current: u32,
     keys: std::collections::HashMap<u32, LessSafeKey>,
 }
 
 impl SealKeys {
-    fn load(store_path: &std::path::Path) -> Result<Self, keys::KeyError> {
+    fn load(store_path: &std::path::Path, now: u64, grace: u64) -> Result<Self, keys::KeyError> {
         let raw = keys::load_seal_keys(store_path)?;
-        let current = raw.keys().next_back().copied().unwrap_or(0);
+        let current = raw
+            .iter()
+            .filter(|(id, k)| **id == 0 || k.arrived.saturating_add(grace) <= now)
+            .map(|(id, _)| *id)
+            .next_back()
+            .unwrap_or(0);
         let keys = raw
             .into_iter()
-            .map(|(id, bytes)| {
-                UnboundKey::new(&AES_256_GCM, &bytes)
+            .map(|(id, k)| {
+                UnboundKey::new(&AES_256_GCM, &k.key)
                     .map(|k| (id, LessSafeKey::new(k)))
                     .map_err(|_| keys::KeyError::Generate)
             })
@@ -614,7 +620,7 @@ fn load_snapshot(
             .collect(),
         jwks: jwks.into(),
         fingerprint,
-        seal: SealKeys::load(store_path)?,
+        seal: SealKeys::load(store_path, now, lives.grace)?,
     })
 }
 

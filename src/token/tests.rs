@@ -465,6 +465,16 @@ fn sealed_before_upgrade(dir: &std::path::Path, context: &str, secret: &str) -> 
     URL_SAFE_NO_PAD.encode(out)
 }
 
+/// Rotates the sealing key and dates its file's arrival `at` (tests run on a manual clock).
+fn rotate_sealing_key_arrived(dir: &std::path::Path, at: u64) -> u32 {
+    let id = keys::rotate_seal_key(dir).unwrap();
+    let path = keys::keys_dir(dir).join(format!("seal-{id}.key"));
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+        .unwrap();
+    id
+}
+
 /// `rotate-keys --sealing-key`: the new key seals, and what older keys sealed (tokens with a
 /// backend credential, stored TOTP secrets, including those sealed before the upgrade) still
 /// opens, in the running service and after a restart.
@@ -486,7 +496,10 @@ fn sealing_key_rotation_keeps_what_older_keys_sealed_open() {
     };
     assert_eq!(opens(&svc, &legacy).as_deref(), Some("JBSWY3DPEHPK3PXP"));
 
-    assert_eq!(keys::rotate_seal_key(dir.path()).unwrap(), 1);
+    assert_eq!(
+        rotate_sealing_key_arrived(dir.path(), T0 - ROTATION_GRACE),
+        1
+    );
     svc.reload_keys().unwrap();
     let restarted = service(Algorithm::EdDSA, dir.path(), &clock, "");
     for svc in [&svc, &restarted] {
@@ -519,7 +532,10 @@ fn sealing_key_rotation_keeps_what_older_keys_sealed_open() {
         assert!(opens(&svc, &forged).is_none(), "{forged}");
     }
     // A second rotation: all three generations open.
-    assert_eq!(keys::rotate_seal_key(dir.path()).unwrap(), 2);
+    assert_eq!(
+        rotate_sealing_key_arrived(dir.path(), T0 - ROTATION_GRACE),
+        2
+    );
     svc.reload_keys().unwrap();
     let newest = svc.seal("totp:alice", &totp).unwrap();
     assert!(newest.starts_with("2."));
@@ -531,4 +547,41 @@ fn sealing_key_rotation_keeps_what_older_keys_sealed_open() {
 #[test]
 fn a_retired_key_knows_how_long_mfa_tokens_live() {
     assert_eq!(MFA_TOKEN_LIFE, crate::login::MFA_TOKEN_TTL);
+}
+
+/// Replicas receive a new sealing key at different times (a Kubernetes Secret reaches pods
+/// about a minute apart). A server seals with it only `rotation_grace` after the key file
+/// arrived, so every replica can open what it seals; it opens with it at once.
+#[test]
+fn a_new_sealing_key_seals_only_after_the_rotation_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    keys::rotate_seal_key(dir.path()).unwrap();
+    let arrived = std::fs::metadata(keys::keys_dir(dir.path()).join("seal-1.key"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let secret = SecretString::from("JBSWY3DPEHPK3PXP".to_owned());
+    clock.set(arrived + ROTATION_GRACE - 1);
+    svc.reload_keys().unwrap();
+    let early = svc.seal("totp:alice", &secret).unwrap();
+    assert!(
+        !early.contains('.'),
+        "sealed with the new key too early: {early}"
+    );
+
+    let later_clock = Clock::manual(arrived + ROTATION_GRACE);
+    let later = service(Algorithm::EdDSA, dir.path(), &later_clock, "");
+    let new = later.seal("totp:alice", &secret).unwrap();
+    assert!(new.starts_with("1."), "{new}");
+    // The replica still sealing with the old key opens what the other sealed, and vice versa.
+    assert!(svc.unseal("totp:alice", &new).is_some());
+    assert!(later.unseal("totp:alice", &early).is_some());
+    clock.set(arrived + ROTATION_GRACE);
+    svc.reload_keys().unwrap();
+    assert!(svc.seal("totp:alice", &secret).unwrap().starts_with("1."));
 }
