@@ -203,11 +203,18 @@ struct SealKeys {
 }
 
 impl SealKeys {
-    fn load(store_path: &std::path::Path, now: u64, grace: u64) -> Result<Self, keys::KeyError> {
+    /// `sealing`: the key this process seals with so far; it stays usable even when its file
+    /// looks new again (the kubelet rewrites every file of a Secret that changes).
+    fn load(
+        store_path: &std::path::Path,
+        now: u64,
+        grace: u64,
+        sealing: u32,
+    ) -> Result<Self, keys::KeyError> {
         let raw = keys::load_seal_keys(store_path)?;
         let current = raw
             .iter()
-            .filter(|(id, k)| **id == 0 || k.arrived.saturating_add(grace) <= now)
+            .filter(|(id, k)| **id <= sealing || k.arrived.saturating_add(grace) <= now)
             .map(|(id, _)| *id)
             .next_back()
             .unwrap_or(0);
@@ -329,7 +336,7 @@ impl TokenService {
             leeway: t.leeway.as_secs(),
             grace: t.rotation_grace.as_secs(),
         };
-        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives)?;
+        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives, 0)?;
         let mut validation = Validation::new(jwt_alg(t.algorithm));
         validation.set_issuer(&[&t.issuer]);
         validation.set_audience(&[&t.audience]);
@@ -361,7 +368,14 @@ impl TokenService {
     /// When a key was retired, revoked or dropped, the verified-token cache is emptied: its
     /// verdicts were reached under the old rules.
     pub fn reload_keys(&self) -> Result<(), keys::KeyError> {
-        let snapshot = load_snapshot(&self.store_path, self.alg, self.clock.now(), self.lives)?;
+        let sealing = self.keys.load().seal.current;
+        let snapshot = load_snapshot(
+            &self.store_path,
+            self.alg,
+            self.clock.now(),
+            self.lives,
+            sealing,
+        )?;
         let changed = self.keys.load().fingerprint != snapshot.fingerprint;
         self.keys.store(Arc::new(snapshot));
         if changed {
@@ -582,6 +596,7 @@ fn load_snapshot(
     alg: Algorithm,
     now: u64,
     lives: Lives,
+    sealing: u32,
 ) -> Result<KeySnapshot, keys::KeyError> {
     let loaded = keys::load_or_create(store_path, alg, now, lives.retention())?;
     // Others verify only access tokens with the JWKS: a retired key is published while an
@@ -620,7 +635,7 @@ fn load_snapshot(
             .collect(),
         jwks: jwks.into(),
         fingerprint,
-        seal: SealKeys::load(store_path, now, lives.grace)?,
+        seal: SealKeys::load(store_path, now, lives.grace, sealing)?,
     })
 }
 

@@ -584,4 +584,14 @@ fn a_new_sealing_key_seals_only_after_the_rotation_grace() {
     clock.set(arrived + ROTATION_GRACE);
     svc.reload_keys().unwrap();
     assert!(svc.seal("totp:alice", &secret).unwrap().starts_with("1."));
+    // The kubelet rewrites every file of a Secret when it changes: a key this server already
+    // seals with does not go back to waiting.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(keys::keys_dir(dir.path()).join("seal-1.key"))
+        .unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(clock.now()))
+        .unwrap();
+    svc.reload_keys().unwrap();
+    assert!(svc.seal("totp:alice", &secret).unwrap().starts_with("1."));
 }
