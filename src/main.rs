@@ -44,9 +44,9 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Start signing with a new key. Old keys retire: they keep verifying only the tokens they
-    /// signed before now, access tokens for at most access_ttl more. Running servers pick the
-    /// change up within 10 seconds. Also creates the sealing key when the key directory has
-    /// none yet.
+    /// signed before now (plus tokens.rotation_grace), access tokens for at most access_ttl
+    /// more. Running servers pick the change up within 10 seconds. Also creates the sealing
+    /// key when the key directory has none yet.
     RotateKeys {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -54,8 +54,8 @@ enum Command {
         /// (every user logs in again).
         #[arg(long)]
         revoke_old: bool,
-        /// Also start sealing with a new sealing key (backend credentials, TOTP secrets);
-        /// what older sealing keys sealed still opens.
+        /// Also add a sealing key (backend credentials, TOTP secrets); servers seal with it
+        /// tokens.rotation_grace later, and what older sealing keys sealed still opens.
         #[arg(long)]
         sealing_key: bool,
     },
