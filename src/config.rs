@@ -248,6 +248,13 @@ pub struct Tokens {
     /// Clock skew allowed on exp, nbf and iat; at most 5m. Default `30s`.
     #[serde(deserialize_with = "duration")]
     pub leeway: Duration,
+    /// How long after `authgate rotate-keys` a server may still sign with the old key, until
+    /// it sees the new one (10 s for a shared directory; a Kubernetes Secret takes about a
+    /// minute to reach every pod). A retired key verifies tokens issued up to this long (plus
+    /// `leeway`) after its retirement, and none for longer than this plus its life. At most
+    /// 1h. Default `2m`.
+    #[serde(deserialize_with = "duration")]
+    pub rotation_grace: Duration,
     /// Upper bound of the verified-token cache, in bytes. Default 48 MiB (~100k tokens).
     pub cache_bytes: u64,
 }
@@ -261,6 +268,7 @@ impl Default for Tokens {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::from_secs(30),
+            rotation_grace: Duration::from_secs(120),
             cache_bytes: 48 * 1024 * 1024,
         }
     }
@@ -628,6 +636,9 @@ impl Config {
         if t.leeway > Duration::from_secs(300) {
             return Err(ConfigError::invalid("tokens.leeway", "at most 5m"));
         }
+        if t.rotation_grace > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid("tokens.rotation_grace", "at most 1h"));
+        }
         match &self.backend {
             BackendConfig::Nethcti(remote) | BackendConfig::Http(remote) => {
                 backend_url(self.backend.kind(), &remote.url)
@@ -899,6 +910,10 @@ cookie = "authgate_access"
             "tokens.access_ttl"
         );
         assert_eq!(bad_key("[tokens]\nbogus = 1"), "tokens.bogus");
+        assert_eq!(
+            bad_key("[tokens]\nrotation_grace = \"2h\""),
+            "tokens.rotation_grace"
+        );
         assert_eq!(bad_key("[nope]\nx = 1"), "nope");
         assert_eq!(
             bad_key("[tokens]\nalgorithm = \"none\""),
