@@ -1,6 +1,10 @@
 //! Lockout against guessing: failures are counted per user and per client address over
 //! `lockout.window`; at `max_failures` the key is locked for `lock_for`. Password and OTP
 //! steps share the counters. State lives in the store, so replicas share it.
+//!
+//! User keys are the name normalised as far as possible without the backend (ASCII lower
+//! case, an `@domain` suffix cut), so `Alice`, `alice` and `alice@example.org` share one
+//! counter; the canonical name the backend returns is normalised the same way.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,9 +24,23 @@ pub struct Lockout {
     lock_for: u64,
 }
 
+/// Lower-cases ASCII and cuts an `@domain` suffix: the key all spellings of one account share.
+pub fn normalise(user: &str) -> String {
+    let name = match user.rsplit_once('@') {
+        Some((local, _)) if !local.is_empty() => local,
+        _ => user,
+    };
+    name.to_ascii_lowercase()
+}
+
+/// The lockout key of a user name.
+pub fn user_key(user: &str) -> String {
+    format!("user:{}", normalise(user))
+}
+
 /// The keys one attempt counts against.
 pub fn keys(user: &str, client: std::net::IpAddr) -> [String; 2] {
-    [format!("user:{user}"), format!("ip:{client}")]
+    [user_key(user), format!("ip:{client}")]
 }
 
 fn decode(raw: Option<&[u8]>) -> Record {
@@ -90,5 +108,23 @@ impl Lockout {
     /// Forgets the failures of `key` (after a successful login of that user).
     pub async fn clear(&self, store: &dyn Store, key: &str) -> Result<(), StoreError> {
         store.delete(Ns::Lockout, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_account_share_a_key() {
+        for name in ["alice", "ALICE", "Alice@Example.org", "aLiCe"] {
+            assert_eq!(user_key(name), "user:alice", "{name}");
+        }
+        // Cut at the last `@`, as nethcti-server does.
+        assert_eq!(user_key("Alice@x@y"), "user:alice@x");
+        assert_eq!(user_key("@alice"), "user:@alice");
+        assert_eq!(user_key("201"), "user:201");
+        // Only ASCII is folded: no Unicode case mapping surprises.
+        assert_eq!(normalise("ZOË"), "zoË");
     }
 }

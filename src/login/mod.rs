@@ -101,6 +101,13 @@ pub struct LoginService {
     refresh_ttl: u64,
 }
 
+/// Whether a canonical user name from a backend can be `sub`, `X-Auth-User` and a store key:
+/// not empty, at most [`MAX_USERNAME`] bytes, no control character (C0, DEL, C1), so it is
+/// always a valid header value and cannot forge a log line.
+pub fn usable_user_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_USERNAME && !name.chars().any(char::is_control)
+}
+
 fn check_len(value: &str, max: usize) -> Result<(), LoginError> {
     if value.is_empty() {
         return Err(LoginError::BadRequest("required fields are empty"));
@@ -171,6 +178,33 @@ mod tests {
             expires_in: 900,
             refresh_token: REFRESH.to_owned().into(),
             refresh_expires_in: 86400,
+        }
+    }
+
+    #[test]
+    fn user_names_that_could_not_be_a_header_are_unusable() {
+        assert!(usable_user_name("alice"));
+        assert!(usable_user_name("zoë smith@example.org"));
+        assert!(usable_user_name(&"x".repeat(MAX_USERNAME)));
+        let long = "x".repeat(MAX_USERNAME + 1);
+        for bad in [
+            "",
+            "a\tb",
+            "a\nb",
+            "a\rb",
+            "a\0",
+            "a\u{7f}",
+            "a\u{85}",
+            "\u{1b}[31m",
+            &long,
+        ] {
+            assert!(!usable_user_name(bad), "{bad:?}");
+        }
+        for name in ["alice", "zoë smith@example.org"] {
+            assert!(
+                http::HeaderValue::from_bytes(name.as_bytes()).is_ok(),
+                "{name}"
+            );
         }
     }
 

@@ -1,0 +1,266 @@
+//! Holes an attack review found in the login flows (issue 11), each as the attack itself,
+//! end to end against the in-process service with a manual clock: logins under nethcti's
+//! aliases (extension number, `user@domain`, case) must not dodge 2FA or the lockout;
+//! backends handing back unusable user names; logins racing a user-wide revocation;
+//! concurrent guesses past the lockout limit; and a browser's harmless double refresh.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/app.rs"]
+mod app;
+#[path = "support/nethcti_sim.rs"]
+mod nethcti_sim;
+#[path = "support/totp.rs"]
+mod totp;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use app::{T0, TestApp};
+use nethcti_sim::NethctiSim;
+use serde_json::{Value, json};
+use totp::totp;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Everything authgate logs in this test binary, as JSON lines.
+fn log() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || LogWriter(writer.clone()))
+            .with_max_level(tracing::Level::DEBUG)
+            .init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&log().lock().unwrap()).into_owned()
+}
+
+fn security_events() -> Vec<Value> {
+    log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "security")
+        .collect()
+}
+
+/// An app on the nethcti backend at `sim`; `extra` TOML is appended.
+async fn nethcti_app(sim: &NethctiSim, extra: &str) -> TestApp {
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"nethcti\"\nurl = \"{}\"\ntimeout = \"5s\"\n{extra}",
+        sim.url()
+    );
+    TestApp::start_with(dir, config, authgate::clock::Clock::manual(T0)).await
+}
+
+/// An app on the `http` backend kind, pointed at the simulator's `/plain/login`.
+async fn http_app(sim: &NethctiSim, extra: &str) -> TestApp {
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"http\"\nurl = \"{}/plain/login\"\ntimeout = \"5s\"\n{extra}",
+        sim.url()
+    );
+    TestApp::start_with(dir, config, authgate::clock::Clock::manual(T0)).await
+}
+
+/// One HTTP call from client address `ip` (the loopback peer is a trusted proxy, so the last
+/// `X-Forwarded-For` hop is the client): status and JSON body.
+async fn post_from(
+    http: &reqwest::Client,
+    base: &str,
+    ip: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}{path}"))
+        .header("x-forwarded-for", ip)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn login_from(app: &TestApp, ip: &str, user: &str, password: &str) -> (u16, Value) {
+    post_from(
+        &app.http,
+        &app.base,
+        ip,
+        "/auth/login",
+        json!({"username": user, "password": password}),
+    )
+    .await
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {v}"))
+        .to_owned()
+}
+
+/// Enrolls and confirms 2FA with `access`; returns the TOTP secret.
+async fn enable_2fa(app: &TestApp, access: &str) -> String {
+    let e = app
+        .send("POST", "/auth/2fa/enroll", None, Some(access))
+        .await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    let secret = str_of(&e.body, "secret");
+    let code = totp(&secret, app.clock.now());
+    let c = app
+        .send(
+            "POST",
+            "/auth/2fa/confirm",
+            Some(json!({"code": code})),
+            Some(access),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    secret
+}
+
+// ---------------------------------------------------------------------------------------
+// A. Aliases: one account, one 2FA record, one lockout bucket, one `sub`.
+
+#[tokio::test]
+async fn alias_login_of_a_2fa_user_needs_the_second_factor_and_sub_is_canonical() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    sim.set_extension("alice", "201");
+    let app = nethcti_app(&sim, "").await;
+
+    // Logging in by extension number gives alice's session, under alice's name.
+    let r = app.login("201", "secret").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = str_of(&r.body, "access_token");
+    let me = app.send("GET", "/auth/me", None, Some(&access)).await;
+    assert_eq!(me.body["sub"], "alice", "{}", me.body);
+    let allow = app.authz("/api", Some(&access)).await;
+    assert_eq!(allow.status, 200);
+    assert_eq!(allow.headers["x-auth-user"], "alice");
+    // The legacy credential is one the server accepts (it keys grants on the login name).
+    let credential = allow.headers["authorization"].to_str().unwrap().to_owned();
+    let me = reqwest::Client::new()
+        .get(format!("{}/user/me", sim.url()))
+        .header("authorization", &credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+
+    // alice turns 2FA on (from the session opened by extension number) ...
+    let secret = enable_2fa(&app, &access).await;
+    // ... and no alias gets tokens without the second factor.
+    for alias in ["alice", "201", "alice@example.org", "alice@nethvoice.local"] {
+        let r = app.login(alias, "secret").await;
+        assert_eq!(r.status, 200, "{alias}: {}", r.body);
+        assert_eq!(r.body["mfa_required"], true, "{alias}: {}", r.body);
+        assert!(r.body.get("access_token").is_none(), "{alias}");
+    }
+    // The second factor after an alias login opens a session of alice.
+    let mfa = str_of(
+        &app.login("alice@example.org", "secret").await.body,
+        "mfa_token",
+    );
+    app.clock.advance(30);
+    let code = totp(&secret, app.clock.now());
+    let r = app
+        .post("/auth/login/otp", json!({"mfa_token": mfa, "code": code}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = str_of(&r.body, "access_token");
+    let me = app.send("GET", "/auth/me", None, Some(&access)).await;
+    assert_eq!(me.body["sub"], "alice");
+    assert_eq!(me.body["amr"], json!(["pwd", "otp"]));
+}
+
+#[tokio::test]
+async fn failures_under_aliases_share_one_lockout_bucket() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    sim.set_extension("alice", "201");
+    let app = nethcti_app(&sim, "").await;
+    // Five wrong passwords, each under another spelling and from another address (so the
+    // per-address counter stays out of it).
+    let spellings = [
+        "alice",
+        "ALICE",
+        "alice@example.org",
+        "Alice@Other.Domain",
+        "aLiCe",
+    ];
+    for (i, name) in spellings.iter().enumerate() {
+        let (status, _) = login_from(&app, &format!("198.51.100.{i}"), name, "wrong").await;
+        assert_eq!(status, 401, "{name}");
+    }
+    // alice is locked out under every name, the extension number included, even with the
+    // right password.
+    for (i, name) in ["alice", "alice@example.org", "201"].iter().enumerate() {
+        let (status, body) = login_from(&app, &format!("203.0.113.{i}"), name, "secret").await;
+        assert_eq!(status, 429, "{name}: {body}");
+    }
+    app.clock.advance(901);
+    let (status, body) = login_from(&app, "203.0.113.50", "201", "secret").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+// ---------------------------------------------------------------------------------------
+// B. User names a backend hands back are checked before anything is minted for them.
+
+#[tokio::test]
+async fn unusable_user_names_from_a_backend_are_refused() {
+    let long = "x".repeat(300);
+    let sim = NethctiSim::start(
+        &[("ev\u{7f}il", "pw"), ("bad\u{1}name", "pw"), (&long, "pw")],
+        HOUR,
+    )
+    .await;
+    // The `http` backend accepts the name as typed.
+    let app = http_app(&sim, "[lockout]\nmax_failures = 50\n").await;
+    let ok = app.login("nobody", "pw").await;
+    let r = app.login("ev\u{7f}il", "pw").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body, ok.body);
+    // nethcti: the canonical name comes from /user/me after an alias login.
+    sim.set_extension("bad\u{1}name", "301");
+    sim.set_extension(&long, "302");
+    let app = nethcti_app(&sim, "[lockout]\nmax_failures = 50\n").await;
+    for ext in ["301", "302"] {
+        let r = app.login(ext, "pw").await;
+        assert_eq!(r.status, 401, "{ext}: {}", r.body);
+        assert_eq!(r.body, ok.body);
+    }
+    let refused = security_events()
+        .into_iter()
+        .filter(|e| e["event"] == "login_failure" && e["reason"] == "invalid_username")
+        .count();
+    assert!(
+        refused >= 3,
+        "{refused} login_failure events with reason invalid_username"
+    );
+    let text = log_text();
+    for raw in ["ev\u{7f}il", "bad\\u0001name", "bad\u{1}name"] {
+        assert!(!text.contains(raw), "raw name {raw:?} logged");
+    }
+}
