@@ -264,3 +264,105 @@ async fn unusable_user_names_from_a_backend_are_refused() {
         assert!(!text.contains(raw), "raw name {raw:?} logged");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// D. Concurrent guesses cannot overrun the lockout.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_password_guesses_stop_at_the_limit() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    // Every backend answer takes a while, so the whole burst is in flight at once.
+    sim.set_delay(Duration::from_millis(300));
+    let app = nethcti_app(&sim, "[lockout]\nmax_failures = 5\n").await;
+    const GUESSES: usize = 50;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..GUESSES {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        // Each from its own address: this is about the per-user counter.
+        let ip = format!("198.51.{}.{}", i / 200, i % 200 + 1);
+        tasks.spawn(async move {
+            let body = json!({"username": "alice", "password": format!("guess {i}")});
+            post_from(&http, &base, &ip, "/auth/login", body).await.0
+        });
+    }
+    // Once the limit's worth of guesses has reached the backend, the right password arrives.
+    let started = std::time::Instant::now();
+    while sim.login_attempts() < 5 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = login_from(&app, "203.0.113.7", "alice", "secret").await;
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let reached = sim.login_attempts();
+    assert!(
+        reached <= 5,
+        "{reached} of {GUESSES} concurrent guesses reached the backend"
+    );
+    assert_eq!(status, 429, "right password inside the burst: {body}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), reached);
+    // The lock holds afterwards, and lifts after lock_for.
+    assert_eq!(
+        login_from(&app, "203.0.113.8", "alice", "secret").await.0,
+        429
+    );
+    app.clock.advance(901);
+    assert_eq!(
+        login_from(&app, "203.0.113.9", "alice", "secret").await.0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_otp_guesses_stop_at_the_limit() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    let app = http_app(&sim, "[lockout]\nmax_failures = 5\n").await;
+    let access = str_of(&app.login("alice", "secret").await.body, "access_token");
+    let secret = enable_2fa(&app, &access).await;
+    app.clock.advance(30);
+    let mfa = str_of(&app.login("alice", "secret").await.body, "mfa_token");
+    let right = totp(&secret, app.clock.now());
+    const GUESSES: usize = 50;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..GUESSES {
+        let (http, base, mfa) = (app.http.clone(), app.base.clone(), mfa.clone());
+        let ip = format!("198.51.{}.{}", i / 200, i % 200 + 1);
+        let mut code = format!("{:06}", 100_000 + i * 7919 % 900_000);
+        if code == right {
+            code = "000000".into();
+        }
+        tasks.spawn(async move {
+            let body = json!({"mfa_token": mfa, "code": code});
+            post_from(&http, &base, &ip, "/auth/login/otp", body)
+                .await
+                .0
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 5,
+        "{checked} of {GUESSES} concurrent codes were checked: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    let (status, body) = post_from(
+        &app.http,
+        &app.base,
+        "203.0.113.7",
+        "/auth/login/otp",
+        json!({"mfa_token": mfa, "code": right}),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+}

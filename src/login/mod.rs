@@ -141,7 +141,11 @@ impl LoginService {
             store,
             revocations,
             metrics,
-            lockout: lockout::Lockout::new(&cfg.lockout),
+            // A reservation outlives the slowest backend call, with room for the store calls.
+            lockout: lockout::Lockout::new(
+                &cfg.lockout,
+                cfg.backend.timeout + std::time::Duration::from_secs(30),
+            ),
             totp_issuer: cfg.totp.issuer.clone(),
             access_ttl: cfg.tokens.access_ttl.as_secs(),
             revoke_for: cfg.tokens.access_ttl.as_secs() + cfg.tokens.leeway.as_secs() + 60,

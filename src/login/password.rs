@@ -1,7 +1,7 @@
 //! Step one of a login: the password, checked by the backend, behind the lockout. Also owns
-//! the lockout bookkeeping the second factor shares (`ensure_unlocked`, `count_failure`).
-//! A wrong user and a wrong password must stay indistinguishable, and the password is never
-//! logged or kept.
+//! the lockout bookkeeping the second factor shares (`reserve_attempt`, `count_failure`,
+//! `release_attempt`). A wrong user and a wrong password must stay indistinguishable, and the
+//! password is never logged or kept.
 //!
 //! Everything after the backend's yes is keyed on the canonical name it returns, never on the
 //! name as typed: an alias (nethcti's extension number, `user@domain`) must not dodge the 2FA
@@ -11,38 +11,65 @@ use std::net::IpAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::lockout::{self, Attempt};
 use super::{LoginError, LoginOutcome, LoginService, MAX_PASSWORD, MAX_USERNAME, MFA_TOKEN_TTL};
-use super::{check_len, lockout, usable_user_name};
+use super::{check_len, usable_user_name};
 use crate::backend::Verdict;
 use crate::events::{LoginFailure, SecurityEvent};
 use crate::metrics::LoginResult;
 use crate::token::Kind;
 
+/// How a password step settles its lockout reservation.
+enum Settle {
+    /// Wrong password (or an answer as good as one): counts.
+    Failed,
+    /// Tokens issued for this canonical user: its failures are forgotten.
+    Succeeded(String),
+    /// Nothing decided against the guesser (backend down, second factor pending, ...).
+    Undecided,
+}
+
 impl LoginService {
-    /// `Locked` (after a `login_failure` event) while the user or the client address is
-    /// locked out.
-    pub(super) async fn ensure_unlocked(
+    /// Reserves one attempt of `user` from `client` on the lockout counters, before any
+    /// password or code is checked. `Locked` (after a `login_failure` event) when the user or
+    /// the address is locked out, or has as many attempts in flight as it may still fail.
+    pub(super) async fn reserve_attempt(
         &self,
         user: &str,
         client: IpAddr,
-    ) -> Result<(), LoginError> {
+    ) -> Result<Attempt, LoginError> {
         let keys = lockout::keys(user, client);
-        if let Some(retry_after) = self.lockout.locked(&*self.store, &keys, self.now()).await? {
-            self.metrics.record_login(LoginResult::Locked);
-            self.emit(SecurityEvent::LoginFailure {
-                user,
-                client,
-                reason: LoginFailure::Locked,
-            });
-            return Err(LoginError::Locked { retry_after });
+        match self
+            .lockout
+            .reserve(&*self.store, &keys, self.now())
+            .await?
+        {
+            Ok(attempt) => Ok(attempt),
+            Err(retry_after) => {
+                self.refuse_locked(user, client);
+                Err(LoginError::Locked { retry_after })
+            }
         }
-        Ok(())
     }
 
-    /// Counts a wrong password or code against the user and the client address.
-    pub(super) async fn count_failure(&self, user: &str, client: IpAddr) -> Result<(), LoginError> {
-        let keys = lockout::keys(user, client);
-        if let Some(lock_for) = self.lockout.fail(&*self.store, &keys, self.now()).await? {
+    fn refuse_locked(&self, user: &str, client: IpAddr) {
+        self.metrics.record_login(LoginResult::Locked);
+        self.emit(SecurityEvent::LoginFailure {
+            user,
+            client,
+            reason: LoginFailure::Locked,
+        });
+    }
+
+    /// Counts a wrong password or code (the reserved `attempt`) against the user and the
+    /// client address.
+    pub(super) async fn count_failure(
+        &self,
+        user: &str,
+        client: IpAddr,
+        attempt: Attempt,
+    ) -> Result<(), LoginError> {
+        if let Some(lock_for) = self.lockout.fail(&*self.store, attempt, self.now()).await? {
             self.emit(SecurityEvent::Lockout {
                 user,
                 client,
@@ -50,6 +77,30 @@ impl LoginService {
             });
         }
         Ok(())
+    }
+
+    /// Frees a reservation that decided nothing. A store failure here only keeps the slot
+    /// until it expires by itself, so it is logged, not returned.
+    pub(super) async fn release_attempt(&self, attempt: Attempt) {
+        if let Err(e) = self
+            .lockout
+            .release(&*self.store, attempt, self.now())
+            .await
+        {
+            tracing::warn!(error = %e, "could not release a lockout reservation; it expires by itself");
+        }
+    }
+
+    /// Forgets the failures of the user keys after a success and frees the reservation.
+    pub(super) async fn clear_failures(&self, attempt: Attempt, users: &[&str]) {
+        let keys: Vec<String> = users.iter().map(|u| lockout::user_key(u)).collect();
+        if let Err(e) = self
+            .lockout
+            .succeed(&*self.store, attempt, &keys, self.now())
+            .await
+        {
+            tracing::warn!(error = %e, "could not clear lockout failures after a success");
+        }
     }
 
     /// Step one: the password, checked by the backend.
@@ -61,7 +112,22 @@ impl LoginService {
     ) -> Result<LoginOutcome, LoginError> {
         check_len(username, MAX_USERNAME)?;
         check_len(password.expose_secret(), MAX_PASSWORD)?;
-        self.ensure_unlocked(username, client).await?;
+        let attempt = self.reserve_attempt(username, client).await?;
+        let (result, settle) = self.password_step(username, password, client).await;
+        match settle {
+            Settle::Failed => self.count_failure(username, client, attempt).await?,
+            Settle::Succeeded(user) => self.clear_failures(attempt, &[username, &user]).await,
+            Settle::Undecided => self.release_attempt(attempt).await,
+        }
+        result
+    }
+
+    async fn password_step(
+        &self,
+        username: &str,
+        password: &SecretString,
+        client: IpAddr,
+    ) -> (Result<LoginOutcome, LoginError>, Settle) {
         let verdict = match self.backend.authenticate(username, password).await {
             Ok(v) => v,
             Err(e) => {
@@ -71,7 +137,7 @@ impl LoginService {
                     client,
                     reason: LoginFailure::BackendUnavailable(&e),
                 });
-                return Err(e.into());
+                return (Err(e.into()), Settle::Undecided);
             }
         };
         let (user, credential) = match verdict {
@@ -83,8 +149,7 @@ impl LoginService {
                     client,
                     reason: LoginFailure::BadCredentials,
                 });
-                self.count_failure(username, client).await?;
-                return Err(LoginError::BadCredentials);
+                return (Err(LoginError::BadCredentials), Settle::Failed);
             }
         };
         // The canonical name becomes `sub`, `X-Auth-User` and store keys: a backend that
@@ -97,42 +162,54 @@ impl LoginService {
                 reason: LoginFailure::InvalidUsername,
             });
             self.end_backend_session(credential.as_ref()).await;
-            self.count_failure(username, client).await?;
-            return Err(LoginError::BadCredentials);
+            return (Err(LoginError::BadCredentials), Settle::Failed);
         }
         // Failures under another spelling count under the canonical account's key: a correct
         // password does not open it while it is locked.
         let canonical_key = [lockout::user_key(&user)];
-        if let Some(retry_after) = self
+        match self
             .lockout
             .locked(&*self.store, &canonical_key, self.now())
-            .await?
+            .await
         {
-            self.metrics.record_login(LoginResult::Locked);
-            self.emit(SecurityEvent::LoginFailure {
-                user: &user,
-                client,
-                reason: LoginFailure::Locked,
-            });
-            self.end_backend_session(credential.as_ref()).await;
-            return Err(LoginError::Locked { retry_after });
+            Ok(None) => {}
+            Ok(Some(retry_after)) => {
+                self.refuse_locked(&user, client);
+                self.end_backend_session(credential.as_ref()).await;
+                return (Err(LoginError::Locked { retry_after }), Settle::Undecided);
+            }
+            Err(e) => return (Err(e.into()), Settle::Undecided),
         }
-        let user = user.as_str();
         let sid = self.tokens.random_id();
+        match self
+            .open_or_defer(&user, &sid, credential.as_ref(), client)
+            .await
+        {
+            Ok(LoginOutcome::Tokens(pair)) => {
+                (Ok(LoginOutcome::Tokens(pair)), Settle::Succeeded(user))
+            }
+            Ok(mfa) => (Ok(mfa), Settle::Undecided),
+            Err(e) => (Err(e), Settle::Undecided),
+        }
+    }
+
+    /// The 2FA decision and, without 2FA, the session.
+    async fn open_or_defer(
+        &self,
+        user: &str,
+        sid: &str,
+        credential: Option<&SecretString>,
+        client: IpAddr,
+    ) -> Result<LoginOutcome, LoginError> {
         let mfa = self.mfa_record(user).await?;
         if mfa.as_ref().is_some_and(|m| m.enabled) {
-            let (mfa_token, _) = self.tokens.mint(
-                Kind::Mfa,
-                user,
-                &sid,
-                &["pwd"],
-                MFA_TOKEN_TTL,
-                credential.as_ref(),
-            )?;
+            let (mfa_token, _) =
+                self.tokens
+                    .mint(Kind::Mfa, user, sid, &["pwd"], MFA_TOKEN_TTL, credential)?;
             self.emit(SecurityEvent::LoginSuccess {
                 user,
                 client,
-                sid: &sid,
+                sid,
                 mfa_pending: true,
             });
             return Ok(LoginOutcome::MfaRequired {
@@ -141,17 +218,12 @@ impl LoginService {
                 expires_in: MFA_TOKEN_TTL,
             });
         }
-        for key in [lockout::user_key(username), canonical_key[0].clone()] {
-            self.lockout.clear(&*self.store, &key).await?;
-        }
-        let pair = self
-            .start_session(user, &sid, &["pwd"], credential.as_ref())
-            .await?;
+        let pair = self.start_session(user, sid, &["pwd"], credential).await?;
         self.metrics.record_login(LoginResult::Success);
         self.emit(SecurityEvent::LoginSuccess {
             user,
             client,
-            sid: &sid,
+            sid,
             mfa_pending: false,
         });
         Ok(LoginOutcome::Tokens(pair))
@@ -159,7 +231,7 @@ impl LoginService {
 
     /// Ends a legacy session authgate will not use (the login was refused after the backend
     /// said yes). Best effort: it also dies by the backend's own idle expiry.
-    async fn end_backend_session(&self, credential: Option<&secrecy::SecretString>) {
+    async fn end_backend_session(&self, credential: Option<&SecretString>) {
         if let Err(e) = self.backend.logout(credential).await {
             tracing::warn!(error = %e, "backend logout of a refused login failed");
         }
