@@ -9,6 +9,8 @@
 mod app;
 #[path = "support/nethcti_sim.rs"]
 mod nethcti_sim;
+#[path = "support/redis.rs"]
+mod redis_server;
 #[path = "support/totp.rs"]
 mod totp;
 
@@ -263,6 +265,103 @@ async fn unusable_user_names_from_a_backend_are_refused() {
     for raw in ["ev\u{7f}il", "bad\\u0001name", "bad\u{1}name"] {
         assert!(!text.contains(raw), "raw name {raw:?} logged");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// C. Logins racing a user-wide revocation leave no password-only session behind.
+
+async fn logins_racing_confirm_leave_no_password_only_session(store: &str) {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    // Attempts in flight count towards the lockout limit: room for the whole burst.
+    let app = http_app(&sim, &format!("[lockout]\nmax_failures = 100\n{store}")).await;
+    let access = str_of(&app.login("alice", "secret").await.body, "access_token");
+    let e = app
+        .send("POST", "/auth/2fa/enroll", None, Some(&access))
+        .await;
+    let secret = str_of(&e.body, "secret");
+    let code = totp(&secret, app.clock.now());
+
+    // Each login also updates the user's lockout counter twice (reserve, settle); far more
+    // than this at once and that one key's optimistic updates give up (503).
+    const LOGINS: usize = 60;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..LOGINS {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        tasks.spawn(async move {
+            // Spread over the confirm below.
+            tokio::time::sleep(Duration::from_micros((i as u64 % 30) * 1000)).await;
+            let body = json!({"username": "alice", "password": "secret"});
+            let ip = format!("192.0.2.{}", i + 1);
+            post_from(&http, &base, &ip, "/auth/login", body).await
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let c = app
+        .send(
+            "POST",
+            "/auth/2fa/confirm",
+            Some(json!({"code": code})),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    let mut sessions = Vec::new();
+    let mut mfa = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (status, body) = r.unwrap();
+        if status != 200 {
+            let text = log_text();
+            let errors: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("store"))
+                .collect::<Vec<_>>();
+            panic!("{status} {body}: {}", errors.join("\n"));
+        }
+        if body["mfa_required"] == true {
+            mfa += 1;
+        } else {
+            sessions.push((
+                str_of(&body, "access_token"),
+                str_of(&body, "refresh_token"),
+            ));
+        }
+    }
+    assert!(
+        mfa > 0,
+        "no login came after the confirm; the race was not exercised"
+    );
+    let survivors: Vec<_> = {
+        let mut out = Vec::new();
+        for (access, refresh) in &sessions {
+            let check = app.authz("/api", Some(access)).await.status;
+            let r = app
+                .post("/auth/refresh", json!({"refresh_token": refresh}))
+                .await
+                .status;
+            if check != 401 || r != 401 {
+                out.push((check, r));
+            }
+        }
+        out
+    };
+    assert!(
+        survivors.is_empty(),
+        "{} of {} password-only sessions survived 2FA being enabled: {survivors:?}",
+        survivors.len(),
+        sessions.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_racing_confirm_embedded() {
+    logins_racing_confirm_leave_no_password_only_session("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_racing_confirm_redis() {
+    let redis = redis_server::RedisServer::start();
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    logins_racing_confirm_leave_no_password_only_session(&store).await;
 }
 
 // ---------------------------------------------------------------------------------------

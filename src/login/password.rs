@@ -19,6 +19,9 @@ use crate::events::{LoginFailure, SecurityEvent};
 use crate::metrics::LoginResult;
 use crate::token::Kind;
 
+/// How often a login decides again after a user-wide revocation overtook it.
+const EPOCH_RETRIES: usize = 3;
+
 /// How a password step settles its lockout reservation.
 enum Settle {
     /// Wrong password (or an answer as good as one): counts.
@@ -181,26 +184,43 @@ impl LoginService {
             Err(e) => return (Err(e.into()), Settle::Undecided),
         }
         let sid = self.tokens.random_id();
-        match self
-            .open_or_defer(&user, &sid, credential.as_ref(), client)
-            .await
-        {
-            Ok(LoginOutcome::Tokens(pair)) => {
-                (Ok(LoginOutcome::Tokens(pair)), Settle::Succeeded(user))
+        for _ in 0..EPOCH_RETRIES {
+            let decided = self
+                .open_or_defer(&user, &sid, credential.as_ref(), client)
+                .await;
+            match decided {
+                Ok(Some(LoginOutcome::Tokens(pair))) => {
+                    return (Ok(LoginOutcome::Tokens(pair)), Settle::Succeeded(user));
+                }
+                Ok(Some(mfa)) => return (Ok(mfa), Settle::Undecided),
+                // A user-wide revocation overtook this login: decide again.
+                Ok(None) => {}
+                Err(e) => return (Err(e), Settle::Undecided),
             }
-            Ok(mfa) => (Ok(mfa), Settle::Undecided),
-            Err(e) => (Err(e), Settle::Undecided),
         }
+        (
+            Err(LoginError::StoreUnavailable(
+                crate::store::StoreError::Unavailable(
+                    "sessions of this user keep being revoked".into(),
+                ),
+            )),
+            Settle::Undecided,
+        )
     }
 
-    /// The 2FA decision and, without 2FA, the session.
+    /// The 2FA decision and, without 2FA, the session: `None` when a user-wide revocation ran
+    /// between reading the 2FA record and listing the new session (see `start_session`).
     async fn open_or_defer(
         &self,
         user: &str,
         sid: &str,
         credential: Option<&SecretString>,
         client: IpAddr,
-    ) -> Result<LoginOutcome, LoginError> {
+    ) -> Result<Option<LoginOutcome>, LoginError> {
+        // The epoch is read before the 2FA record: a revocation that follows a change of
+        // second factor bumps it after that change, so either this login sees the change or
+        // its session cannot be listed (or is listed before the bump and revoked by it).
+        let epoch = self.sessions_epoch(user).await?;
         let mfa = self.mfa_record(user).await?;
         if mfa.as_ref().is_some_and(|m| m.enabled) {
             let (mfa_token, _) =
@@ -212,13 +232,18 @@ impl LoginService {
                 sid,
                 mfa_pending: true,
             });
-            return Ok(LoginOutcome::MfaRequired {
+            return Ok(Some(LoginOutcome::MfaRequired {
                 mfa_required: true,
                 mfa_token: mfa_token.into(),
                 expires_in: MFA_TOKEN_TTL,
-            });
+            }));
         }
-        let pair = self.start_session(user, sid, &["pwd"], credential).await?;
+        let Some(pair) = self
+            .start_session(user, sid, &["pwd"], credential, epoch)
+            .await?
+        else {
+            return Ok(None);
+        };
         self.metrics.record_login(LoginResult::Success);
         self.emit(SecurityEvent::LoginSuccess {
             user,
@@ -226,7 +251,7 @@ impl LoginService {
             sid,
             mfa_pending: false,
         });
-        Ok(LoginOutcome::Tokens(pair))
+        Ok(Some(LoginOutcome::Tokens(pair)))
     }
 
     /// Ends a legacy session authgate will not use (the login was refused after the backend

@@ -55,6 +55,9 @@ impl LoginService {
         code: &str,
         client: IpAddr,
     ) -> Result<TokenPair, LoginError> {
+        // Read before the code is checked against the 2FA record: a user-wide revocation
+        // (2FA disabled, re-enrolled) that runs meanwhile keeps this session from being listed.
+        let epoch = self.sessions_epoch(user).await?;
         let Some(used) = self.check_code(user, code).await? else {
             self.metrics.record_login(LoginResult::Failure);
             self.emit(SecurityEvent::MfaFailure {
@@ -85,9 +88,14 @@ impl LoginService {
                 sid: &t.sid,
             });
         }
-        let pair = self
-            .start_session(user, &t.sid, &["pwd", "otp"], t.credential.as_ref())
-            .await?;
+        let Some(pair) = self
+            .start_session(user, &t.sid, &["pwd", "otp"], t.credential.as_ref(), epoch)
+            .await?
+        else {
+            return Err(LoginError::InvalidGrant(
+                "sessions of this user were revoked meanwhile; sign in again",
+            ));
+        };
         self.metrics.record_login(LoginResult::Success);
         self.emit(SecurityEvent::MfaSuccess {
             user,

@@ -2,6 +2,9 @@
 //! rotating refresh tokens with reuse detection, logout, and revoking one session or every
 //! session of a user. The store keeps only the jti of the one refresh token still usable and
 //! the backend credential sealed under the sid, never a token.
+//!
+//! User-wide revocation is race-free through a per-user epoch kept with the user's session
+//! list (see [`LoginService::revoke_user`] and [`LoginService::start_session`]).
 
 use std::net::IpAddr;
 
@@ -12,6 +15,40 @@ use super::{LoginError, LoginService, TokenPair, check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
 use crate::store::{Ns, update};
 use crate::token::{Kind, TokenError, Verified};
+
+/// The user's session list lives at least this long after its last write, so its epoch
+/// cannot expire (and restart from 0) under a login still in flight.
+const EPOCH_KEEP: u64 = 24 * 3600;
+
+/// The sessions of one user and the epoch of its user-wide revocations.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UserSessions {
+    /// Moves on every user-wide revocation; a login lists its session only if it has not
+    /// moved since the login read it.
+    epoch: u64,
+    /// (sid, expires at).
+    sids: Vec<(String, u64)>,
+}
+
+impl UserSessions {
+    fn decode(raw: Option<&[u8]>) -> Self {
+        let Some(raw) = raw else {
+            return Self::default();
+        };
+        serde_json::from_slice(raw)
+            .or_else(|_| {
+                // The list as stored before epochs existed.
+                serde_json::from_slice::<Vec<(String, u64)>>(raw)
+                    .map(|sids| Self { epoch: 0, sids })
+            })
+            .unwrap_or_default()
+    }
+
+    fn expires_at(&self, now: u64) -> u64 {
+        let last = self.sids.iter().map(|(_, e)| *e).max().unwrap_or(0);
+        last.max(now + EPOCH_KEEP)
+    }
+}
 
 /// One login session (a refresh-token family), as stored under its sid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,14 +64,25 @@ struct Session {
 
 impl LoginService {
     /// Opens session `sid` of `user`: a token pair, the stored session, and the session in
-    /// the user's list (so a change of second factor can revoke it).
+    /// the user's list (so a user-wide revocation can find it). `epoch` is the user's epoch as
+    /// read before the caller decided this login may have a session; if a user-wide
+    /// revocation has moved it since, the session is dropped unseen and `None` returned.
+    ///
+    /// Why this closes the race with [`Self::revoke_user`]: listing the session is one
+    /// compare-and-swap on the whole list record, conditioned on the epoch. Store writes to
+    /// one key are linearisable, so the append either lands before the revocation's bump (and
+    /// the bump, being one atomic update of the same record, hands it to the revocation) or
+    /// after it (and sees the moved epoch and fails). Its tokens only leave this function once
+    /// it is listed; a dropped session's access token was never handed out and its record is
+    /// deleted, so nothing of it is usable.
     pub(super) async fn start_session(
         &self,
         user: &str,
         sid: &str,
         amr: &[&str],
         credential: Option<&SecretString>,
-    ) -> Result<TokenPair, LoginError> {
+        epoch: u64,
+    ) -> Result<Option<TokenPair>, LoginError> {
         let (pair, refresh_jti) = self.issue(user, sid, amr, credential)?;
         let now = self.now();
         let session = Session {
@@ -48,17 +96,35 @@ impl LoginService {
             .put(Ns::Session, sid, &json(&session), session.expires_at)
             .await?;
         let until = session.expires_at;
-        update(&*self.store, Ns::UserSessions, user, |raw| {
-            let mut sids: Vec<(String, u64)> = raw
-                .and_then(|r| serde_json::from_slice(r).ok())
-                .unwrap_or_default();
-            sids.retain(|(_, exp)| *exp > now);
-            sids.push((sid.to_owned(), until));
-            let max = sids.iter().map(|(_, e)| *e).max().unwrap_or(until);
-            (Some(json(&sids)), max, ())
+        let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = UserSessions::decode(raw);
+            if list.epoch != epoch {
+                return (raw.map(<[u8]>::to_vec), 0, false);
+            }
+            list.sids.retain(|(_, exp)| *exp > now);
+            list.sids.push((sid.to_owned(), until));
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, true)
         })
-        .await?;
-        Ok(pair)
+        .await;
+        match listed {
+            Ok(true) => Ok(Some(pair)),
+            Ok(false) => {
+                self.store.delete(Ns::Session, sid).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                // Unlisted, it would escape a user-wide revocation: it must not live.
+                let _ = self.store.delete(Ns::Session, sid).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The epoch of `user`'s user-wide revocations, to hand to [`Self::start_session`].
+    pub(super) async fn sessions_epoch(&self, user: &str) -> Result<u64, LoginError> {
+        let raw = self.store.get(Ns::UserSessions, user).await?;
+        Ok(UserSessions::decode(raw.as_deref()).epoch)
     }
 
     fn issue(
@@ -192,21 +258,36 @@ impl LoginService {
         Ok(())
     }
 
-    /// Revokes every session of `user` (after a change of second factor).
+    /// Revokes every session of `user` (after a change of second factor). First the epoch
+    /// moves, in the same atomic update that takes the list, so a login racing this one
+    /// either is in that list or cannot list itself afterwards (see [`Self::start_session`]);
+    /// then the listed sessions are revoked and only they leave the list.
     pub(super) async fn revoke_user(
         &self,
         user: &str,
         client: IpAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
-        let sids: Vec<(String, u64)> = match self.store.get(Ns::UserSessions, user).await? {
-            Some(raw) => parse(&raw)?,
-            None => Vec::new(),
-        };
-        for (sid, _) in sids {
-            self.revoke_session(&sid, user, client, reason).await?;
+        let now = self.now();
+        let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = UserSessions::decode(raw);
+            list.epoch = list.epoch.wrapping_add(1);
+            let expires = list.expires_at(now);
+            let sids: Vec<String> = list.sids.iter().map(|(s, _)| s.clone()).collect();
+            (Some(json(&list)), expires, sids)
+        })
+        .await?;
+        for sid in &listed {
+            self.revoke_session(sid, user, client, reason).await?;
         }
-        self.store.delete(Ns::UserSessions, user).await?;
+        update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = UserSessions::decode(raw);
+            list.sids
+                .retain(|(sid, exp)| *exp > now && !listed.contains(sid));
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, ())
+        })
+        .await?;
         Ok(())
     }
 
