@@ -107,6 +107,11 @@ pub struct Tokens {
     pub leeway: Duration,
     /// Upper bound of the verified-token cache, in bytes.
     pub cache_bytes: u64,
+    /// After a refresh token is rotated, presenting it again within this time returns the
+    /// same new pair instead of counting as reuse (a browser's double refresh, two tabs).
+    /// "0s" disables it: every second use revokes the session.
+    #[serde(deserialize_with = "duration")]
+    pub refresh_reuse_grace: Duration,
 }
 
 impl Default for Tokens {
@@ -119,6 +124,7 @@ impl Default for Tokens {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::from_secs(30),
             cache_bytes: 48 * 1024 * 1024,
+            refresh_reuse_grace: Duration::from_secs(10),
         }
     }
 }
@@ -322,6 +328,12 @@ impl Config {
         if t.leeway > Duration::from_secs(300) {
             return Err(ConfigError::invalid("tokens.leeway", "at most 5m"));
         }
+        if t.refresh_reuse_grace > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "tokens.refresh_reuse_grace",
+                "at most 5m",
+            ));
+        }
         if self.backend.kind != BackendKind::File {
             let ok =
                 self.backend.url.starts_with("http://") || self.backend.url.starts_with("https://");
@@ -489,6 +501,10 @@ cookie = "authgate_access"
             "tokens.algorithm"
         );
         assert_eq!(bad_key("[tokens]\nissuer = \"\""), "tokens.issuer");
+        assert_eq!(
+            bad_key("[tokens]\nrefresh_reuse_grace = \"1h\""),
+            "tokens.refresh_reuse_grace"
+        );
         assert_eq!(bad_key("[listen]\ngrpc = \"nowhere\""), "listen.grpc");
         assert_eq!(
             bad_key("[[policy.routes]]\npath_prefix = \"x\"\naccess = \"public\""),

@@ -465,3 +465,100 @@ async fn concurrent_otp_guesses_stop_at_the_limit() {
     .await;
     assert_eq!(status, 429, "{body}");
 }
+
+// ---------------------------------------------------------------------------------------
+// E. A double refresh inside the grace is harmless; reuse after it still revokes.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    let app = http_app(&sim, "").await;
+    let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
+    const REFRESHES: usize = 5;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..REFRESHES {
+        let (http, base, refresh) = (app.http.clone(), app.base.clone(), refresh.clone());
+        tasks.spawn(async move {
+            let body = json!({"refresh_token": refresh});
+            post_from(&http, &base, "192.0.2.1", "/auth/refresh", body).await
+        });
+    }
+    let mut pairs = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (status, body) = r.unwrap();
+        assert_eq!(status, 200, "{body}");
+        pairs.push((
+            str_of(&body, "access_token"),
+            str_of(&body, "refresh_token"),
+        ));
+    }
+    assert!(
+        pairs.iter().all(|p| *p == pairs[0]),
+        "different pairs handed out"
+    );
+    let (access2, refresh2) = pairs[0].clone();
+    assert_eq!(app.authz("/api", Some(&access2)).await.status, 200);
+    // Presented once more, later but inside the grace: the same pair again.
+    app.clock.advance(9);
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(str_of(&r.body, "refresh_token"), refresh2);
+    // The new refresh token goes on working.
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh2}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access3 = str_of(&r.body, "access_token");
+    // The first token is no longer the one just rotated: presenting it now is reuse.
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(app.authz("/api", Some(&access3)).await.status, 401);
+    // The sealed pair is never kept in plaintext, nor logged.
+    assert!(!log_text().contains(&refresh2));
+}
+
+#[tokio::test]
+async fn reuse_after_the_grace_revokes_the_session() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    let app = http_app(&sim, "").await;
+    let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 200);
+    let access2 = str_of(&r.body, "access_token");
+    let sid = app.send("GET", "/auth/me", None, Some(&access2)).await.body["sid"].clone();
+    app.clock.advance(11);
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(app.authz("/api", Some(&access2)).await.status, 401);
+    assert!(
+        security_events()
+            .iter()
+            .any(|e| e["event"] == "refresh_reuse" && e["sid"] == sid),
+        "no refresh_reuse for {sid}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_grace_a_double_refresh_is_reuse() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    let app = http_app(&sim, "[tokens]\nrefresh_reuse_grace = \"0s\"\n").await;
+    let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 200);
+    let access2 = str_of(&r.body, "access_token");
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(app.authz("/api", Some(&access2)).await.status, 401);
+}

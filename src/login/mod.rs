@@ -95,6 +95,8 @@ pub struct LoginService {
     lockout: lockout::Lockout,
     totp_issuer: String,
     access_ttl: u64,
+    /// Seconds a rotated refresh token may be presented again for the same new pair.
+    refresh_grace: u64,
     /// How long a revoked session id must stay in the revocation set: the longest an access
     /// token of it can still be presented (its life plus the leeway, with a margin).
     revoke_for: u64,
@@ -146,6 +148,7 @@ impl LoginService {
                 &cfg.lockout,
                 cfg.backend.timeout + std::time::Duration::from_secs(30),
             ),
+            refresh_grace: cfg.tokens.refresh_reuse_grace.as_secs(),
             totp_issuer: cfg.totp.issuer.clone(),
             access_ttl: cfg.tokens.access_ttl.as_secs(),
             revoke_for: cfg.tokens.access_ttl.as_secs() + cfg.tokens.leeway.as_secs() + 60,

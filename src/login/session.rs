@@ -1,14 +1,15 @@
 //! Sessions: opening one (a refresh-token family stored under its sid), issuing token pairs,
 //! rotating refresh tokens with reuse detection, logout, and revoking one session or every
 //! session of a user. The store keeps only the jti of the one refresh token still usable and
-//! the backend credential sealed under the sid, never a token.
+//! the backend credential sealed under the sid; the only tokens it ever holds are the pair of
+//! a rotation during the short reuse grace, sealed under the server's key.
 //!
 //! User-wide revocation is race-free through a per-user epoch kept with the user's session
 //! list (see [`LoginService::revoke_user`] and [`LoginService::start_session`]).
 
 use std::net::IpAddr;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{LoginError, LoginService, TokenPair, check_len, json, parse};
@@ -48,6 +49,22 @@ impl UserSessions {
         let last = self.sids.iter().map(|(_, e)| *e).max().unwrap_or(0);
         last.max(now + EPOCH_KEEP)
     }
+}
+
+/// What the reuse grace keeps of a rotation, sealed: the pair it handed out.
+#[derive(Serialize, Deserialize)]
+struct Rotated {
+    next_jti: String,
+    access_token: String,
+    refresh_token: String,
+}
+
+fn grace_key(jti: &str) -> String {
+    format!("refresh:{jti}")
+}
+
+fn grace_context(sid: &str, jti: &str) -> String {
+    format!("refresh-grace:{sid}:{jti}")
 }
 
 /// One login session (a refresh-token family), as stored under its sid.
@@ -151,7 +168,10 @@ impl LoginService {
     }
 
     /// Rotates a refresh token: the presented one dies, a new pair is issued. Presenting a
-    /// spent one revokes the whole session.
+    /// spent one revokes the whole session, except the token rotated last, presented again
+    /// within `tokens.refresh_reuse_grace` (a browser's double refresh, two tabs): that gets
+    /// the same pair again. The price is bounded by the grace: in it, whoever holds the token
+    /// just rotated gets the pair its rotation handed out; after it, any second use revokes.
     pub async fn refresh(
         &self,
         refresh_token: &str,
@@ -175,16 +195,14 @@ impl LoginService {
         };
         let session: Session = parse(&raw)?;
         if session.refresh_jti != *t.jti {
-            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::RefreshReuse)
-                .await?;
-            self.emit(SecurityEvent::RefreshReuse {
-                user: &t.sub,
-                client,
-                sid: &t.sid,
-            });
-            return Err(LoginError::InvalidGrant(
-                "refresh token already used; session revoked",
-            ));
+            // Rotated already: by this same token moments ago, or it is reuse.
+            if let Some(pair) = self
+                .rotated_pair(&t.sid, &t.jti, Some(&session.refresh_jti))
+                .await?
+            {
+                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
+            }
+            return Err(self.reuse(&t.sid, &t.sub, client).await);
         }
         let credential = session
             .cred
@@ -197,6 +215,13 @@ impl LoginService {
         }
         let amr: Vec<&str> = session.amr.iter().map(String::as_str).collect();
         let (pair, new_jti) = self.issue(&session.user, &t.sid, &amr, credential.as_ref())?;
+        if self.refresh_grace > 0 && !self.claim_rotation(&t.sid, &t.jti, &new_jti, &pair).await? {
+            // A concurrent refresh of the same token rotates it: hand out its pair.
+            if let Some(pair) = self.rotated_pair(&t.sid, &t.jti, None).await? {
+                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
+            }
+            return Err(self.reuse(&t.sid, &t.sub, client).await);
+        }
         let next = Session {
             refresh_jti: new_jti,
             expires_at: self.now() + self.refresh_ttl,
@@ -214,23 +239,92 @@ impl LoginService {
             .await?;
         if !swapped {
             // Someone else rotated this same token in the meantime: that is reuse too.
-            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::RefreshReuse)
-                .await?;
-            self.emit(SecurityEvent::RefreshReuse {
-                user: &t.sub,
-                client,
-                sid: &t.sid,
-            });
-            return Err(LoginError::InvalidGrant(
-                "refresh token already used; session revoked",
-            ));
+            return Err(self.reuse(&t.sid, &t.sub, client).await);
         }
-        self.emit(SecurityEvent::Refresh {
-            user: &t.sub,
-            client,
-            sid: &t.sid,
-        });
-        Ok(pair)
+        Ok(self.refreshed(pair, &t.sub, &t.sid, client))
+    }
+
+    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: IpAddr) -> TokenPair {
+        self.emit(SecurityEvent::Refresh { user, client, sid });
+        pair
+    }
+
+    /// A spent refresh token was presented: the session dies, `refresh_reuse` is logged.
+    async fn reuse(&self, sid: &str, user: &str, client: IpAddr) -> LoginError {
+        if let Err(e) = self
+            .revoke_session(sid, user, client, RevokeReason::RefreshReuse)
+            .await
+        {
+            return e;
+        }
+        self.emit(SecurityEvent::RefreshReuse { user, client, sid });
+        LoginError::InvalidGrant("refresh token already used; session revoked")
+    }
+
+    /// Stakes the claim to rotate refresh token `jti`: its new pair, sealed, under the old
+    /// jti for the grace. Only the first claimant rotates; whoever finds the claim taken hands
+    /// out the claimant's pair instead of minting a rival one.
+    async fn claim_rotation(
+        &self,
+        sid: &str,
+        jti: &str,
+        next_jti: &str,
+        pair: &TokenPair,
+    ) -> Result<bool, LoginError> {
+        let rotated = Rotated {
+            next_jti: next_jti.to_owned(),
+            access_token: pair.access_token.expose().clone(),
+            refresh_token: pair.refresh_token.expose().clone(),
+        };
+        let plain = SecretString::from(serde_json::to_string(&rotated).unwrap_or_default());
+        let sealed = self.tokens.seal(&grace_context(sid, jti), &plain)?;
+        let until = self.now() + self.refresh_grace;
+        Ok(self
+            .store
+            .compare_and_swap(
+                Ns::Once,
+                &grace_key(jti),
+                None,
+                Some(sealed.as_bytes()),
+                until,
+            )
+            .await?)
+    }
+
+    /// The pair the rotation of `jti` handed out, while the grace lasts, and only if it is
+    /// still the session's current pair (`current`: the session's refresh jti, when known):
+    /// the grace covers the token rotated last, never an older one.
+    async fn rotated_pair(
+        &self,
+        sid: &str,
+        jti: &str,
+        current: Option<&str>,
+    ) -> Result<Option<TokenPair>, LoginError> {
+        if self.refresh_grace == 0 {
+            return Ok(None);
+        }
+        let Some(sealed) = self.store.get(Ns::Once, &grace_key(jti)).await? else {
+            return Ok(None);
+        };
+        let Some(plain) = std::str::from_utf8(&sealed)
+            .ok()
+            .and_then(|s| self.tokens.unseal(&grace_context(sid, jti), s))
+        else {
+            return Ok(None);
+        };
+        let Ok(rotated) = serde_json::from_str::<Rotated>(plain.expose_secret()) else {
+            return Ok(None);
+        };
+        if current.is_some_and(|c| c != rotated.next_jti) {
+            return Ok(None);
+        }
+        Ok(Some(TokenPair {
+            access_token: rotated.access_token.into(),
+            token_type: "Bearer",
+            expires_in: self.access_ttl,
+            refresh_token: rotated.refresh_token.into(),
+            refresh_expires_in: self.refresh_ttl,
+        }))
     }
 
     /// Revokes one session everywhere: store (replicas pick it up) and this replica at once.
