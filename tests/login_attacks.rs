@@ -562,3 +562,36 @@ async fn without_a_grace_a_double_refresh_is_reuse() {
     assert_eq!(r.status, 401);
     assert_eq!(app.authz("/api", Some(&access2)).await.status, 401);
 }
+
+/// A session kept alive by refreshes outlives the refresh lifetime it was opened with; a
+/// user-wide revocation must still find it.
+#[tokio::test]
+async fn a_long_refreshed_session_is_still_revoked_with_the_user() {
+    let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
+    let app = http_app(&sim, "").await;
+    let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
+    app.clock.advance(20 * 86400);
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Past the first 30 days: the session lives on thanks to the refresh.
+    app.clock.advance(15 * 86400);
+    let r = app
+        .post(
+            "/auth/refresh",
+            json!({"refresh_token": str_of(&r.body, "refresh_token")}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (access, refresh) = (
+        str_of(&r.body, "access_token"),
+        str_of(&r.body, "refresh_token"),
+    );
+    enable_2fa(&app, &access).await;
+    assert_eq!(app.authz("/api", Some(&access)).await.status, 401);
+    let r = app
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}

@@ -138,6 +138,25 @@ impl LoginService {
         }
     }
 
+    /// Keeps `sid`'s entry in the user's list (and so the list) alive as long as the session,
+    /// which each refresh extends: an entry left at the session's first expiry would drop out
+    /// while the session lives on, and a user-wide revocation would no longer find it.
+    async fn extend_listing(&self, user: &str, sid: &str, until: u64) -> Result<(), LoginError> {
+        let now = self.now();
+        update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = UserSessions::decode(raw);
+            let Some(entry) = list.sids.iter_mut().find(|(s, _)| s == sid) else {
+                // Not listed (taken by a revocation that is revoking it): leave it so.
+                return (raw.map(<[u8]>::to_vec), 0, ());
+            };
+            entry.1 = until;
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, ())
+        })
+        .await?;
+        Ok(())
+    }
+
     /// The epoch of `user`'s user-wide revocations, to hand to [`Self::start_session`].
     pub(super) async fn sessions_epoch(&self, user: &str) -> Result<u64, LoginError> {
         let raw = self.store.get(Ns::UserSessions, user).await?;
@@ -241,6 +260,8 @@ impl LoginService {
             // Someone else rotated this same token in the meantime: that is reuse too.
             return Err(self.reuse(&t.sid, &t.sub, client).await);
         }
+        self.extend_listing(&session.user, &t.sid, next.expires_at)
+            .await?;
         Ok(self.refreshed(pair, &t.sub, &t.sid, client))
     }
 
