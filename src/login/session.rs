@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LoginError, LoginService, TokenPair, check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
-use crate::store::{Ns, update};
+use crate::store::{Ns, StoreError, update};
 use crate::token::{Kind, TokenError, Verified};
 
 /// The user's session list lives at least this long after its last write, so its epoch
@@ -32,9 +32,11 @@ struct UserSessions {
 }
 
 impl UserSessions {
-    fn decode(raw: Option<&[u8]>) -> Self {
+    /// The stored list; a corrupt one is an error, never an empty list (that would forget
+    /// the sessions a revocation has to find).
+    fn decode(raw: Option<&[u8]>) -> Result<Self, StoreError> {
         let Some(raw) = raw else {
-            return Self::default();
+            return Ok(Self::default());
         };
         serde_json::from_slice(raw)
             .or_else(|_| {
@@ -42,7 +44,7 @@ impl UserSessions {
                 serde_json::from_slice::<Vec<(String, u64)>>(raw)
                     .map(|sids| Self { epoch: 0, sids })
             })
-            .unwrap_or_default()
+            .map_err(|e| StoreError::Corrupt(format!("user session list: {e}")))
     }
 
     fn expires_at(&self, now: u64) -> u64 {
@@ -114,16 +116,20 @@ impl LoginService {
             .await?;
         let until = session.expires_at;
         let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
-            let mut list = UserSessions::decode(raw);
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
             if list.epoch != epoch {
-                return (raw.map(<[u8]>::to_vec), 0, false);
+                return (raw.map(<[u8]>::to_vec), 0, Ok(false));
             }
             list.sids.retain(|(_, exp)| *exp > now);
             list.sids.push((sid.to_owned(), until));
             let expires = list.expires_at(now);
-            (Some(json(&list)), expires, true)
+            (Some(json(&list)), expires, Ok(true))
         })
-        .await;
+        .await
+        .and_then(|decoded| decoded);
         match listed {
             Ok(true) => Ok(Some(pair)),
             Ok(false) => {
@@ -144,23 +150,26 @@ impl LoginService {
     async fn extend_listing(&self, user: &str, sid: &str, until: u64) -> Result<(), LoginError> {
         let now = self.now();
         update(&*self.store, Ns::UserSessions, user, |raw| {
-            let mut list = UserSessions::decode(raw);
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
             let Some(entry) = list.sids.iter_mut().find(|(s, _)| s == sid) else {
                 // Not listed (taken by a revocation that is revoking it): leave it so.
-                return (raw.map(<[u8]>::to_vec), 0, ());
+                return (raw.map(<[u8]>::to_vec), 0, Ok(()));
             };
             entry.1 = until;
             let expires = list.expires_at(now);
-            (Some(json(&list)), expires, ())
+            (Some(json(&list)), expires, Ok(()))
         })
-        .await?;
+        .await??;
         Ok(())
     }
 
     /// The epoch of `user`'s user-wide revocations, to hand to [`Self::start_session`].
     pub(super) async fn sessions_epoch(&self, user: &str) -> Result<u64, LoginError> {
         let raw = self.store.get(Ns::UserSessions, user).await?;
-        Ok(UserSessions::decode(raw.as_deref()).epoch)
+        Ok(UserSessions::decode(raw.as_deref())?.epoch)
     }
 
     fn issue(
@@ -385,24 +394,30 @@ impl LoginService {
     ) -> Result<(), LoginError> {
         let now = self.now();
         let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
-            let mut list = UserSessions::decode(raw);
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
             list.epoch = list.epoch.wrapping_add(1);
             let expires = list.expires_at(now);
             let sids: Vec<String> = list.sids.iter().map(|(s, _)| s.clone()).collect();
-            (Some(json(&list)), expires, sids)
+            (Some(json(&list)), expires, Ok(sids))
         })
-        .await?;
+        .await??;
         for sid in &listed {
             self.revoke_session(sid, user, client, reason).await?;
         }
         update(&*self.store, Ns::UserSessions, user, |raw| {
-            let mut list = UserSessions::decode(raw);
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
             list.sids
                 .retain(|(sid, exp)| *exp > now && !listed.contains(sid));
             let expires = list.expires_at(now);
-            (Some(json(&list)), expires, ())
+            (Some(json(&list)), expires, Ok(()))
         })
-        .await?;
+        .await??;
         Ok(())
     }
 
@@ -419,5 +434,24 @@ impl LoginService {
             sid: &token.sid,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn user_session_lists_from_before_epochs_still_read_and_corrupt_ones_do_not() {
+        let old = UserSessions::decode(Some(br#"[["s1",2000]]"#)).unwrap();
+        assert_eq!((old.epoch, old.sids), (0, vec![("s1".to_owned(), 2000)]));
+        let new = UserSessions::decode(Some(br#"{"epoch":7,"sids":[]}"#)).unwrap();
+        assert_eq!(new.epoch, 7);
+        assert_eq!(UserSessions::decode(None).unwrap().epoch, 0);
+        assert!(matches!(
+            UserSessions::decode(Some(b"{nope")),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }
