@@ -367,12 +367,11 @@ async fn logins_racing_confirm_redis() {
 // ---------------------------------------------------------------------------------------
 // D. Concurrent guesses cannot overrun the lockout.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_password_guesses_stop_at_the_limit() {
+async fn concurrent_password_guesses_stop_at_the_limit(store: &str) {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
     // Every backend answer takes a while, so the whole burst is in flight at once.
     sim.set_delay(Duration::from_millis(300));
-    let app = nethcti_app(&sim, "[lockout]\nmax_failures = 5\n").await;
+    let app = nethcti_app(&sim, &format!("[lockout]\nmax_failures = 5\n{store}")).await;
     const GUESSES: usize = 50;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..GUESSES {
@@ -415,6 +414,18 @@ async fn concurrent_password_guesses_stop_at_the_limit() {
         login_from(&app, "203.0.113.9", "alice", "secret").await.0,
         200
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_password_guesses_stop_at_the_limit_embedded() {
+    concurrent_password_guesses_stop_at_the_limit("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_password_guesses_stop_at_the_limit_redis() {
+    let redis = redis_server::RedisServer::start();
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    concurrent_password_guesses_stop_at_the_limit(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
