@@ -10,26 +10,40 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// Everything authgate can be told. Unknown keys are errors in every section.
-#[derive(Debug, Clone, Deserialize, Default)]
+///
+/// Every field's doc comment is its user documentation; the README's TOML block shows the
+/// defaults (a test checks that it parses to [`Config::default`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[listen]`: where authgate accepts connections.
     pub listen: Listen,
-    pub backend: Backend,
+    /// `[backend]`: who checks passwords.
+    pub backend: BackendConfig,
+    /// `[tokens]`: the tokens authgate issues and accepts.
     pub tokens: Tokens,
-    pub store: Store,
+    /// `[store]`: where keys and shared state live.
+    pub store: StoreConfig,
+    /// `[totp]`: two-factor authentication codes.
     pub totp: Totp,
+    /// `[lockout]`: how failed logins lock an account or a client address.
     pub lockout: Lockout,
-    pub policy: Policy,
+    /// `[policy]`: which requests need which access, and where their token is.
+    pub policy: PolicyConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[listen]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
-    /// ext_authz v3 and grpc.health.v1.
+    /// Address of the gRPC listener: Envoy ext_authz v3 and grpc.health.v1. Port 0 picks a
+    /// free port. Default `127.0.0.1:9191`.
     pub grpc: SocketAddr,
-    /// `/authz`, `/auth/*`, JWKS, health and metrics.
+    /// Address of the HTTP listener: `/authz`, `/auth/*`, JWKS, health and metrics. Port 0
+    /// picks a free port. Default `127.0.0.1:8080`.
     pub http: SocketAddr,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// How long in-flight requests may take to finish after SIGTERM (readiness turns false
+    /// first). Default `10s`.
     #[serde(deserialize_with = "duration")]
     pub drain_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed (its last entry is the client address used
@@ -51,65 +65,175 @@ impl Default for Listen {
     }
 }
 
+/// The value of `backend.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// The legacy nethcti-server.
     Nethcti,
+    /// Any HTTP endpoint that answers a POSTed `{"username","password"}` with 2xx or 401/403.
     Http,
+    /// A local users file with argon2id hashes.
     File,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Backend {
-    /// Who checks passwords: "nethcti", "http" or "file".
-    pub kind: BackendKind,
-    /// Base URL of the legacy backend (nethcti) or the URL to POST credentials to (http).
-    pub url: String,
-    /// Users file of the `file` backend: one `name:<argon2id PHC hash>` per line.
-    pub users_file: PathBuf,
-    /// Upper bound of one backend call.
-    #[serde(deserialize_with = "duration")]
-    pub timeout: Duration,
-}
-
-impl Default for Backend {
-    fn default() -> Self {
-        Self {
-            kind: BackendKind::File,
-            url: "http://127.0.0.1:8179".into(),
-            users_file: PathBuf::from("./data/users"),
-            timeout: Duration::from_secs(5),
+impl BackendKind {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Nethcti => "nethcti",
+            BackendKind::Http => "http",
+            BackendKind::File => "file",
         }
     }
 }
 
+/// `[backend]`: who checks passwords, tagged by `kind`. Each kind holds only what it uses, so
+/// a `file` backend always has its users file and an `http` one its URL.
+///
+/// Keys of the other kinds (`url` and `timeout` with `kind = "file"`, `users_file` with
+/// `kind = "nethcti"`) are accepted, type-checked and ignored, so one file can switch kind
+/// with `AUTHGATE_BACKEND__KIND` alone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendConfig {
+    /// `kind = "nethcti"`: `url` is where nethcti-server's REST API is mounted (e.g.
+    /// `http://127.0.0.1:8179`, or `https://host/webrest` behind a proxy).
+    Nethcti(RemoteBackendConfig),
+    /// `kind = "http"`: `url` is the endpoint credentials are POSTed to.
+    Http(RemoteBackendConfig),
+    /// `kind = "file"` (the default): passwords are checked against `users_file`.
+    File(FileBackendConfig),
+}
+
+/// The keys of a backend reached over HTTP (`nethcti`, `http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteBackendConfig {
+    /// `backend.url`: an `http://` or `https://` URL without credentials or fragment (and,
+    /// for nethcti, without a query). Default `http://127.0.0.1:8179`.
+    pub url: String,
+    /// `backend.timeout`: upper bound of one backend call, connection included; more than
+    /// zero. Default `5s`.
+    pub timeout: Duration,
+}
+
+/// The keys of the `file` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBackendConfig {
+    /// `backend.users_file`: one `name:<argon2id PHC hash>` per line (`authgate user-add`
+    /// writes it; `serve` creates it with a demo user when missing). Default `./data/users`.
+    pub users_file: PathBuf,
+}
+
+impl BackendConfig {
+    /// The `kind` this backend was configured with.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            BackendConfig::Nethcti(_) => BackendKind::Nethcti,
+            BackendConfig::Http(_) => BackendKind::Http,
+            BackendConfig::File(_) => BackendKind::File,
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig::File(FileBackendConfig {
+            users_file: default_users_file(),
+        })
+    }
+}
+
+fn default_backend_kind() -> BackendKind {
+    BackendKind::File
+}
+
+fn default_backend_url() -> String {
+    "http://127.0.0.1:8179".into()
+}
+
+fn default_users_file() -> PathBuf {
+    PathBuf::from("./data/users")
+}
+
+fn default_backend_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[backend]` as written: every key of every kind, each with its default. Deserialised by
+/// serde's derive, so an error in any key is reported by its own path (`backend.timeout`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    #[serde(default = "default_backend_kind")]
+    kind: BackendKind,
+    #[serde(default = "default_backend_url")]
+    url: String,
+    #[serde(default = "default_users_file")]
+    users_file: PathBuf,
+    #[serde(default = "default_backend_timeout", deserialize_with = "duration")]
+    timeout: Duration,
+}
+
+// Not `#[serde(tag = "kind")]`: serde buffers an internally tagged enum's content before it
+// picks the variant, and serde_path_to_error loses the path inside that buffer (tried: a bad
+// `timeout` in such an enum is reported at `backend`, not `backend.timeout`). The flat raw
+// table keeps every path; the missing ones are named by `serde_path_error`.
+impl<'de> Deserialize<'de> for BackendConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawBackend::deserialize(d)?;
+        let remote = || RemoteBackendConfig {
+            url: raw.url.clone(),
+            timeout: raw.timeout,
+        };
+        Ok(match raw.kind {
+            BackendKind::Nethcti => BackendConfig::Nethcti(remote()),
+            BackendKind::Http => BackendConfig::Http(remote()),
+            BackendKind::File => BackendConfig::File(FileBackendConfig {
+                users_file: raw.users_file.clone(),
+            }),
+        })
+    }
+}
+
+/// The value of `tokens.algorithm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Algorithm {
+    /// Ed25519 signatures (the default).
     EdDSA,
+    /// ECDSA P-256 with SHA-256.
     ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
+    /// HMAC-SHA256 with a shared secret: no public keys, the JWKS is empty.
     HS256,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[tokens]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tokens {
+    /// `iss` of issued tokens; accepted tokens must carry it. Default `authgate`.
     pub issuer: String,
+    /// `aud` of issued tokens; accepted tokens must carry it. Default `authgate`.
     pub audience: String,
+    /// Signing algorithm: "EdDSA", "ES256", "RS256" or "HS256". The keys under
+    /// `store.path/keys` are made for one algorithm. Default `EdDSA`.
     pub algorithm: Algorithm,
+    /// Lifetime of an access token; at least 1s. Default `15m`.
     #[serde(deserialize_with = "duration")]
     pub access_ttl: Duration,
+    /// Lifetime of a refresh token (a session's idle limit); not shorter than `access_ttl`.
+    /// Default `30d`.
     #[serde(deserialize_with = "duration")]
     pub refresh_ttl: Duration,
-    /// Clock skew allowed on exp, nbf and iat.
+    /// Clock skew allowed on exp, nbf and iat; at most 5m. Default `30s`.
     #[serde(deserialize_with = "duration")]
     pub leeway: Duration,
-    /// Upper bound of the verified-token cache, in bytes.
+    /// Upper bound of the verified-token cache, in bytes. Default 48 MiB (~100k tokens).
     pub cache_bytes: u64,
     /// After a refresh token is rotated, presenting it again within this time returns the
-    /// same new pair instead of counting as reuse (a browser's double refresh, two tabs).
-    /// "0s" disables it: every second use revokes the session.
+    /// same new pair instead of counting as reuse (a browser's double refresh, two tabs);
+    /// "0s" disables it, so every second use revokes the session. At most 5m. Default `10s`.
     #[serde(deserialize_with = "duration")]
     pub refresh_reuse_grace: Duration,
 }
@@ -129,37 +253,132 @@ impl Default for Tokens {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    Embedded,
-    Redis,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Store {
-    pub kind: StoreKind,
-    /// Directory for keys and the embedded database.
+/// `[store]`: where keys and shared state (sessions, revocations, 2FA, lockout) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `store.path`: directory for the keys (`<path>/keys`, every kind) and the embedded
+    /// database. Default `./data`.
     pub path: PathBuf,
-    /// Redis URL when `kind = "redis"`.
-    pub url: Option<String>,
+    /// `store.kind` with what that kind needs. Default `embedded`.
+    pub kind: StoreKind,
 }
 
-impl Default for Store {
-    fn default() -> Self {
-        Self {
-            kind: StoreKind::Embedded,
-            path: PathBuf::from("./data"),
-            url: None,
+/// `store.kind`: "embedded" (one replica) or "redis" (several replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A database file under `store.path`, for a single replica.
+    Embedded,
+    /// One Redis shared by every replica.
+    Redis {
+        /// `store.url`: `redis://[:password@]host[:port][/db]` or `unix://path`; required
+        /// with `kind = "redis"` (and ignored with "embedded", so one file can switch kind
+        /// with `AUTHGATE_STORE__KIND` alone). It may carry a password: set it through
+        /// `AUTHGATE_STORE__URL` rather than in the file.
+        url: RedisUrl,
+    },
+}
+
+impl StoreKind {
+    /// The name as written in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Redis { .. } => "redis",
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A Redis URL. It may hold a password, so `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+impl StoreConfig {
+    /// The Redis URL when `kind = "redis"`.
+    pub fn redis_url(&self) -> Option<&str> {
+        match &self.kind {
+            StoreKind::Redis { url } => Some(url.as_str()),
+            StoreKind::Embedded => None,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+            kind: StoreKind::Embedded,
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+/// The value of `store.kind` as written.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum StoreTag {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+/// `[store]` as written; see [`RawBackend`] for why it is flat.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    kind: StoreTag,
+    #[serde(default = "default_store_path")]
+    path: PathBuf,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawStore::deserialize(d)?;
+        let kind = match raw.kind {
+            StoreTag::Embedded => StoreKind::Embedded,
+            StoreTag::Redis => StoreKind::Redis {
+                // `missing field` is how the key is named: see `serde_path_error`.
+                url: RedisUrl(raw.url.ok_or_else(|| {
+                    <D::Error as serde::de::Error>::custom(
+                        "missing field `url`: required when kind = \"redis\"",
+                    )
+                })?),
+            },
+        };
+        Ok(Self {
+            path: raw.path,
+            kind,
+        })
+    }
+}
+
+/// `[totp]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Totp {
-    /// Issuer shown in authenticator apps.
+    /// Issuer shown in authenticator apps; without `:` (it separates issuer and account in
+    /// the otpauth URL). Default `NethVoice`.
     pub issuer: String,
 }
 
@@ -171,12 +390,16 @@ impl Default for Totp {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[lockout]`: failed logins counted per user and per client address.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Lockout {
+    /// Failures within `window` that lock; at least 1. Default 5.
     pub max_failures: u32,
+    /// How far back failures count. Default `5m`.
     #[serde(deserialize_with = "duration")]
     pub window: Duration,
+    /// How long a lock lasts (a correct password is refused meanwhile). Default `15m`.
     #[serde(deserialize_with = "duration")]
     pub lock_for: Duration,
 }
@@ -191,35 +414,47 @@ impl Default for Lockout {
     }
 }
 
+/// The value of `policy.routes[].access`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
+    /// No token needed.
     Public,
+    /// A valid access token.
     Token,
+    /// A valid access token whose `amr` has "otp" (the user passed two-factor login).
     Mfa,
+    /// Refused outright (403), whatever the token.
+    Deny,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[policy.routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// Matches the normalised path equal to it or below it (`/api` matches `/api` and
+    /// `/api/x`, not `/apix`); starts with `/`. Required.
     pub path_prefix: String,
-    /// Only these methods match (any method when absent).
+    /// Only these methods match (any method when absent); HTTP method names, not empty.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// "public", "token", "mfa" or "deny". Required.
     pub access: Access,
     /// Where to look for the token on this route (the global `policy.token_sources` when absent).
     #[serde(default)]
     pub token_sources: Option<TokenSources>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[policy.token_sources]` (or a route's own): where a request's token may be.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenSources {
-    /// `Authorization: Bearer`.
+    /// `Authorization: Bearer`. Default true.
     pub header: bool,
-    /// Query parameters, in order.
+    /// Query parameters, in order (removed before the request goes upstream); names not
+    /// empty. Default `["access_token", "authorization"]`.
     pub query: Vec<String>,
-    /// Cookie name; empty disables.
+    /// Cookie name; empty disables. Default `authgate_access`.
     pub cookie: String,
 }
 
@@ -233,12 +468,30 @@ impl Default for TokenSources {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Policy {
-    /// First match wins; without any, `/auth/` and `/.well-known/` are public, the rest `token`.
+pub struct PolicyConfig {
+    /// `[[policy.routes]]`: first match wins; without any, `/auth/` and `/.well-known/` are
+    /// public and the rest needs `token`.
     pub routes: Vec<Route>,
+    /// Where to look for the token on routes without their own `token_sources`.
     pub token_sources: TokenSources,
+    /// The backend may read a path case-insensitively and with trailing dots and spaces cut
+    /// (Express, IIS, Spring): routes then also match those readings, and the strictest
+    /// access among all readings applies. Turn off only when every backend matches paths
+    /// exactly.
+    pub backend_folds_paths: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            token_sources: TokenSources::default(),
+            backend_folds_paths: true,
+        }
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -305,7 +558,21 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Everything `serve` would refuse about this configuration without doing I/O: URLs
+    /// that do not parse, zero timeouts, both listeners on one address, routes that can never
+    /// match. What needs I/O (keys,
+    /// the users file, connecting) is left to `serve`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.listen;
+        if l.grpc == l.http && l.grpc.port() != 0 {
+            return Err(ConfigError::invalid(
+                "listen.grpc",
+                format!(
+                    "{} is listen.http too; one address serves one listener",
+                    l.grpc
+                ),
+            ));
+        }
         let t = &self.tokens;
         if t.issuer.is_empty() {
             return Err(ConfigError::invalid("tokens.issuer", "must not be empty"));
@@ -334,20 +601,33 @@ impl Config {
                 "at most 5m",
             ));
         }
-        if self.backend.kind != BackendKind::File {
-            let ok =
-                self.backend.url.starts_with("http://") || self.backend.url.starts_with("https://");
-            if !ok {
-                return Err(ConfigError::invalid(
-                    "backend.url",
-                    "must be an http(s) URL",
-                ));
+        match &self.backend {
+            BackendConfig::Nethcti(remote) | BackendConfig::Http(remote) => {
+                backend_url(self.backend.kind(), &remote.url)
+                    .map_err(|m| ConfigError::invalid("backend.url", m))?;
+                if remote.timeout.is_zero() {
+                    return Err(ConfigError::invalid(
+                        "backend.timeout",
+                        "must be greater than zero",
+                    ));
+                }
+            }
+            BackendConfig::File(file) => {
+                if file.users_file.as_os_str().is_empty() {
+                    return Err(ConfigError::invalid(
+                        "backend.users_file",
+                        "must not be empty",
+                    ));
+                }
             }
         }
-        if self.store.kind == StoreKind::Redis && self.store.url.is_none() {
+        if let StoreKind::Redis { url } = &self.store.kind {
+            check_redis_url(url.as_str()).map_err(|m| ConfigError::invalid("store.url", m))?;
+        }
+        if self.totp.issuer.contains(':') {
             return Err(ConfigError::invalid(
-                "store.url",
-                "required when store.kind = \"redis\"",
+                "totp.issuer",
+                "must not contain ':' (authenticator apps read it as the separator)",
             ));
         }
         if self.lockout.max_failures == 0 {
@@ -357,24 +637,121 @@ impl Config {
             ));
         }
         for (i, r) in self.policy.routes.iter().enumerate() {
+            let key = |field: &str| format!("policy.routes[{i}].{field}");
             if !r.path_prefix.starts_with('/') {
                 return Err(ConfigError::invalid(
-                    &format!("policy.routes[{i}].path_prefix"),
+                    &key("path_prefix"),
                     "must start with '/'",
                 ));
             }
+            if let Some(methods) = &r.methods {
+                if methods.is_empty() {
+                    return Err(ConfigError::invalid(
+                        &key("methods"),
+                        "an empty list matches no request; leave `methods` out to match any",
+                    ));
+                }
+                if let Some(bad) = methods.iter().find(|m| !is_token(m)) {
+                    return Err(ConfigError::invalid(
+                        &key("methods"),
+                        format!("{bad:?} is not an HTTP method name"),
+                    ));
+                }
+            }
+            if let Some(sources) = &r.token_sources {
+                sources.validate(&key("token_sources"))?;
+            }
+        }
+        self.policy.token_sources.validate("policy.token_sources")?;
+        Ok(())
+    }
+}
+
+impl TokenSources {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.query.iter().any(String::is_empty) {
+            return Err(ConfigError::invalid(
+                &format!("{key}.query"),
+                "a parameter name must not be empty",
+            ));
+        }
+        if !self.cookie.is_empty() && !is_token(&self.cookie) {
+            return Err(ConfigError::invalid(
+                &format!("{key}.cookie"),
+                format!("{:?} is not a cookie name", self.cookie),
+            ));
         }
         Ok(())
     }
 }
 
+/// An RFC 9110 token: what HTTP method and cookie names are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The rules for `backend.url`, shared with the backends so that `check-config` and `serve`
+/// cannot disagree: http or https, no userinfo (it would end up in logs and config dumps), no
+/// fragment, and for nethcti (a base URL that paths are appended to) no query.
+pub fn backend_url(kind: BackendKind, url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid backend url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "backend url must be http or https, not {:?}",
+            parsed.scheme()
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("backend url must not carry credentials".to_owned());
+    }
+    if parsed.fragment().is_some() {
+        return Err("backend url must not have a fragment".to_owned());
+    }
+    if kind == BackendKind::Nethcti && parsed.query().is_some() {
+        return Err("nethcti url must not have a query".to_owned());
+    }
+    Ok(parsed)
+}
+
+/// Whether the Redis client accepts `url` (the same parser the store connects with). The
+/// message never quotes the URL: it may hold a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "not a usable redis url ({}); expected redis://[:password@]host[:port][/db] or unix://path",
+                e.category()
+            )
+        })
+}
+
 /// Deserialises, naming the dotted key (`tokens.access_ttl`, `policy.routes[0].access`) at fault.
+/// serde reports a missing field at the table that lacks it; the key named is the field's.
 fn serde_path_error(table: toml::Table) -> Result<Config, ConfigError> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let key = e.path().to_string();
+        let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        ConfigError::invalid(if key == "." { "(file)" } else { &key }, message)
+        let mut key = if path == "." { String::new() } else { path };
+        if let Some(field) = missing_field(&message) {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(field);
+        }
+        if key.is_empty() {
+            key = "(file)".to_owned();
+        }
+        ConfigError::Invalid { key, message }
     })
+}
+
+/// `x` from serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.trim().strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(field, _)| field)
 }
 
 /// Applies `AUTHGATE_<SECTION>__<KEY>=value` overrides. Values are parsed as TOML when they
@@ -513,12 +890,184 @@ cookie = "authgate_access"
     }
 
     #[test]
+    fn missing_keys_are_named_by_the_key_itself() {
+        assert_eq!(
+            bad_key("[store]\nkind = \"redis\""),
+            "store.url",
+            "a redis store cannot lack its url"
+        );
+        assert_eq!(
+            bad_key("[[policy.routes]]\npath_prefix = \"/\""),
+            "policy.routes[0].access"
+        );
+    }
+
+    #[test]
+    fn errors_inside_the_tagged_sections_keep_their_path() {
+        assert_eq!(bad_key("[store]\nkind = \"mongo\""), "store.kind");
+        assert_eq!(bad_key("[store]\nkind = \"redis\"\nurl = 5"), "store.url");
+        assert_eq!(bad_key("[store]\nnope = 1"), "store.nope");
+        assert_eq!(bad_key("[store]\npath = 1"), "store.path");
+        assert_eq!(bad_key("[backend]\nkind = \"ldap\""), "backend.kind");
+        assert_eq!(
+            bad_key("[backend]\nkind = \"http\"\ntimeout = \"soon\""),
+            "backend.timeout"
+        );
+        assert_eq!(bad_key("[backend]\nusers_file = []"), "backend.users_file");
+        assert_eq!(bad_key("[backend]\nsurprise = 1"), "backend.surprise");
+    }
+
+    #[test]
+    fn store_and_backend_hold_what_their_kind_needs() {
+        let c = Config::from_toml_str(
+            "[store]\nkind = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379/0\"\npath = \"/s\"\n\
+             [backend]\nkind = \"nethcti\"\ntimeout = \"2s\"\nusers_file = \"/ignored\"",
+        )
+        .unwrap();
+        assert_eq!(c.store.path, PathBuf::from("/s"));
+        assert_eq!(c.store.redis_url(), Some("redis://:pw@127.0.0.1:6379/0"));
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "Debug shows the redis password"
+        );
+        assert_eq!(
+            c.backend,
+            BackendConfig::Nethcti(RemoteBackendConfig {
+                url: "http://127.0.0.1:8179".into(),
+                timeout: Duration::from_secs(2),
+            })
+        );
+        // The url of another kind is ignored: one file switches kind by one override.
+        let c = Config::from_toml_str(
+            "[store]\nkind = \"embedded\"\nurl = \"not even a url\"\n\
+             [backend]\nkind = \"file\"\nurl = \"nor this\"\nusers_file = \"/u\"",
+        )
+        .unwrap();
+        assert_eq!(c.store.kind, StoreKind::Embedded);
+        assert_eq!(
+            c.backend,
+            BackendConfig::File(FileBackendConfig {
+                users_file: "/u".into()
+            })
+        );
+    }
+
+    #[test]
+    fn what_serve_would_refuse_is_refused_naming_the_key() {
+        for (text, key) in [
+            (
+                "[backend]\nkind = \"http\"\nurl = \"ftp://x\"",
+                "backend.url",
+            ),
+            (
+                "[backend]\nkind = \"http\"\nurl = \"http://\"",
+                "backend.url",
+            ),
+            (
+                "[backend]\nkind = \"http\"\nurl = \"http://u:p@h/login\"",
+                "backend.url",
+            ),
+            (
+                "[backend]\nkind = \"http\"\nurl = \"http://h/#f\"",
+                "backend.url",
+            ),
+            (
+                "[backend]\nkind = \"nethcti\"\nurl = \"http://h/?q=1\"",
+                "backend.url",
+            ),
+            (
+                "[backend]\nkind = \"nethcti\"\ntimeout = \"0s\"",
+                "backend.timeout",
+            ),
+            (
+                "[backend]\nkind = \"file\"\nusers_file = \"\"",
+                "backend.users_file",
+            ),
+            ("[store]\nkind = \"redis\"\nurl = \"http://h\"", "store.url"),
+            (
+                "[store]\nkind = \"redis\"\nurl = \"redis://h:port\"",
+                "store.url",
+            ),
+            ("[totp]\nissuer = \"Neth:Voice\"", "totp.issuer"),
+            (
+                "[listen]\ngrpc = \"127.0.0.1:8080\"\nhttp = \"127.0.0.1:8080\"",
+                "listen.grpc",
+            ),
+            (
+                "[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n\
+                 [[policy.routes]]\npath_prefix = \"/a\"\naccess = \"token\"\n\
+                 [[policy.routes]]\npath_prefix = \"/b\"\naccess = \"mfa\"\nmethods = []",
+                "policy.routes[2].methods",
+            ),
+            (
+                "[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\nmethods = [\"GET \"]",
+                "policy.routes[0].methods",
+            ),
+            (
+                "[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n\
+                 [policy.routes.token_sources]\nquery = [\"\"]",
+                "policy.routes[0].token_sources.query",
+            ),
+            (
+                "[policy.token_sources]\ncookie = \"a b\"",
+                "policy.token_sources.cookie",
+            ),
+        ] {
+            assert_eq!(bad_key(text), key, "{text}");
+        }
+        // The redis password never appears in the message.
+        let err =
+            Config::from_toml_str("[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:x\"")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("store.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+        // And what passes here is accepted by serve's own constructors.
+        let ok = Config::from_toml_str(
+            "[backend]\nkind = \"nethcti\"\nurl = \"https://h/webrest/\"\n\
+             [store]\nkind = \"redis\"\nurl = \"redis://:pw@h:6380/2\"\n\
+             [[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\nmethods = [\"get\", \"M-SEARCH\"]",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// The README's TOML block is the documentation of the defaults: it must be exactly them.
+    #[test]
+    fn readme_block_is_the_defaults() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("README has a Configuration section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("the Configuration section has a TOML block");
+        let parsed = Config::from_toml_str(block).unwrap();
+        assert_eq!(parsed, Config::default());
+        // Every key is written out, not left to its default.
+        let table: toml::Table = block.parse().unwrap();
+        for section in [
+            "listen", "backend", "tokens", "store", "totp", "lockout", "policy",
+        ] {
+            assert!(
+                table.contains_key(section),
+                "README block lacks [{section}]"
+            );
+        }
+    }
+
+    #[test]
     fn env_overrides_apply() {
         let env = vec![
             (
                 "AUTHGATE_BACKEND__URL".to_owned(),
                 "http://127.0.0.1:9".to_owned(),
             ),
+            ("AUTHGATE_BACKEND__KIND".to_owned(), "nethcti".to_owned()),
             ("AUTHGATE_LOCKOUT__MAX_FAILURES".to_owned(), "7".to_owned()),
             ("AUTHGATE_TOKENS__ACCESS_TTL".to_owned(), "5m".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
@@ -529,7 +1078,11 @@ cookie = "authgate_access"
             ),
         ];
         let c = Config::load(Some(std::path::Path::new("/dev/null")), env).unwrap();
-        assert_eq!(c.backend.url, "http://127.0.0.1:9");
+        // (The default backend, `file`, has no url: the kind is overridden too.)
+        let BackendConfig::Nethcti(remote) = &c.backend else {
+            panic!("{:?}", c.backend)
+        };
+        assert_eq!(remote.url, "http://127.0.0.1:9");
         assert_eq!(c.lockout.max_failures, 7);
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(300));
     }

@@ -47,6 +47,11 @@ impl Sources {
         }
     }
 
+    /// Whether `Authorization: Bearer` may carry the token.
+    pub fn header(&self) -> bool {
+        self.header
+    }
+
     /// The cookie that may carry the token.
     pub fn cookie(&self) -> Option<&str> {
         self.cookie.as_deref()

@@ -74,6 +74,8 @@ pub enum Denial {
     WrongKind,
     /// The route needs a second factor the token does not carry.
     MfaRequired,
+    /// The route is closed to everyone (`access = "deny"`).
+    RouteClosed,
 }
 
 /// What a check came to, as counted by the metrics: allow, or the kind of denial.
@@ -88,11 +90,12 @@ pub enum Outcome {
     Revoked,
     WrongTokenType,
     MfaRequired,
+    RouteClosed,
 }
 
 impl Outcome {
     /// Every outcome, in the order of their `as usize` values.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Allow,
         Outcome::NoToken,
         Outcome::Malformed,
@@ -102,6 +105,7 @@ impl Outcome {
         Outcome::Revoked,
         Outcome::WrongTokenType,
         Outcome::MfaRequired,
+        Outcome::RouteClosed,
     ];
 
     /// A low-cardinality label for metrics and logs.
@@ -116,6 +120,7 @@ impl Outcome {
             Outcome::Revoked => "revoked",
             Outcome::WrongTokenType => "wrong_token_type",
             Outcome::MfaRequired => "mfa_required",
+            Outcome::RouteClosed => "route_closed",
         }
     }
 }
@@ -129,14 +134,14 @@ impl Denial {
             | Denial::Expired
             | Denial::NotYetValid
             | Denial::Revoked => 401,
-            Denial::WrongKind | Denial::MfaRequired => 403,
+            Denial::WrongKind | Denial::MfaRequired | Denial::RouteClosed => 403,
         }
     }
 
     /// RFC 6750 section 3 error code, if any.
     pub fn error_code(self) -> Option<&'static str> {
         match self {
-            Denial::NoToken => None,
+            Denial::NoToken | Denial::RouteClosed => None,
             Denial::Malformed => Some("invalid_request"),
             Denial::Invalid(_) | Denial::Expired | Denial::NotYetValid | Denial::Revoked => {
                 Some("invalid_token")
@@ -155,6 +160,7 @@ impl Denial {
             Denial::Revoked => "token revoked",
             Denial::WrongKind => "not an access token",
             Denial::MfaRequired => "a second factor is required",
+            Denial::RouteClosed => "this route is closed",
         }
     }
 
@@ -168,23 +174,35 @@ impl Denial {
             Denial::Revoked => Outcome::Revoked,
             Denial::WrongKind => Outcome::WrongTokenType,
             Denial::MfaRequired => Outcome::MfaRequired,
+            Denial::RouteClosed => Outcome::RouteClosed,
         }
     }
 
-    pub fn www_authenticate(self) -> String {
-        match self.error_code() {
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3); none for a closed route, where
+    /// no credential would help.
+    pub fn www_authenticate(self) -> Option<String> {
+        Some(match self.error_code() {
+            None if self == Denial::RouteClosed => return None,
             None => r#"Bearer realm="authgate""#.to_owned(),
             Some(code) => format!(
                 r#"Bearer realm="authgate", error="{code}", error_description="{}""#,
                 self.description()
             ),
+        })
+    }
+
+    /// The `error` of the JSON body: the RFC 6750 code, else what sort of refusal it is.
+    pub fn json_error(self) -> &'static str {
+        match self {
+            Denial::RouteClosed => "access_denied",
+            d => d.error_code().unwrap_or("unauthorized"),
         }
     }
 
     /// `{"error","error_description"}`.
     pub fn json_body(self) -> String {
         serde_json::json!({
-            "error": self.error_code().unwrap_or("unauthorized"),
+            "error": self.json_error(),
             "error_description": self.description(),
         })
         .to_string()
@@ -265,6 +283,9 @@ impl Checker {
 
     fn decide(&self, req: &Request<'_>) -> Result<Allow, Denial> {
         let route = self.policy.route(req.method, req.path);
+        if route.access == Access::Deny {
+            return Err(Denial::RouteClosed);
+        }
         if route.access == Access::Public {
             request_rules(req.headers)?;
             return Ok(Allow {
@@ -420,7 +441,7 @@ mod tests {
         let f = fixture("");
         let d = denial(f.check("/api", &[]));
         assert_eq!(d.status(), 401);
-        assert_eq!(d.www_authenticate(), r#"Bearer realm="authgate""#);
+        assert_eq!(d.www_authenticate().unwrap(), r#"Bearer realm="authgate""#);
         let body: serde_json::Value = serde_json::from_str(&d.json_body()).unwrap();
         assert!(body["error"].is_string());
     }
@@ -510,7 +531,11 @@ mod tests {
         f.clock.advance(900 + 31);
         let d = denial(f.bearer("/api", &t));
         assert_eq!((d.status(), d), (401, Denial::Expired));
-        assert!(d.www_authenticate().contains(r#"error="invalid_token""#));
+        assert!(
+            d.www_authenticate()
+                .unwrap()
+                .contains(r#"error="invalid_token""#)
+        );
     }
 
     #[test]
@@ -521,6 +546,7 @@ mod tests {
             assert_eq!(d.status(), 403);
             assert!(
                 d.www_authenticate()
+                    .unwrap()
                     .contains(r#"error="insufficient_scope""#)
             );
         }
@@ -566,7 +592,7 @@ mod tests {
         let f = fixture("");
         let d = denial(f.check("/api", &[("authorization", "Bearer a.b.c, Bearer d.e.f")]));
         assert_eq!(
-            d.www_authenticate(),
+            d.www_authenticate().unwrap(),
             r#"Bearer realm="authgate", error="invalid_request", error_description="malformed credentials""#
         );
         assert_eq!(d.status(), 401);
@@ -595,6 +621,22 @@ mod tests {
             .checker
             .authenticate_request(&Sources::HEADER_ONLY, &h, "/");
         assert_eq!(api.err(), Some(Denial::Malformed));
+    }
+
+    #[test]
+    fn closed_routes_refuse_every_token_with_403_and_no_challenge() {
+        let f = fixture(
+            "[[policy.routes]]\npath_prefix = \"/internal\"\naccess = \"deny\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n",
+        );
+        let otp = f.token(Kind::Access, &["pwd", "otp"]);
+        for d in [f.bearer("/internal/x", &otp), f.check("/INTERNAL", &[])] {
+            let d = denial(d);
+            assert_eq!((d, d.status()), (Denial::RouteClosed, 403));
+            assert_eq!(d.www_authenticate(), None);
+            let body: serde_json::Value = serde_json::from_str(&d.json_body()).unwrap();
+            assert_eq!(body["error"], "access_denied");
+        }
+        allow(f.bearer("/other", &otp));
     }
 
     #[test]
@@ -628,7 +670,7 @@ mod tests {
             let d = f.check_with(&method, &path, &[("authorization", &auth), ("cookie", &cookie)]);
             if let Decision::Deny(d) = d {
                 proptest::prop_assert!(matches!(d.status(), 401 | 403));
-                proptest::prop_assert!(http::HeaderValue::from_str(&d.www_authenticate()).is_ok());
+                proptest::prop_assert!(d.www_authenticate().is_none_or(|v| http::HeaderValue::from_str(&v).is_ok()));
                 proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&d.json_body()).is_ok());
             }
         }

@@ -305,7 +305,8 @@ impl SecurityEvent<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    // A std Mutex around the captured log bytes: written by tracing's sync writer.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
     use std::sync::{Arc, Mutex};
 
     use serde_json::{Value, json};

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod login;
 pub mod metrics;
 pub mod policy;
+pub mod readiness;
 pub mod revocation;
 pub mod server;
 pub mod store;

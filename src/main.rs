@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use authgate::config::{BackendKind, Config};
+use authgate::config::{BackendConfig, Config};
 
 /// Exit status for a configuration error (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -110,6 +110,14 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let BackendConfig::File(file) = &cfg.backend else {
+                eprintln!(
+                    "authgate: invalid configuration at `backend.kind`: user-add manages the users \
+                     file of the \"file\" backend, not of {:?}",
+                    cfg.backend.kind().as_str()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
             let password = match read_password() {
                 Ok(pw) if !pw.is_empty() => pw,
                 _ => {
@@ -117,9 +125,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match authgate::backend::file::set_user(&cfg.backend.users_file, &name, &password) {
+            match authgate::backend::file::set_user(&file.users_file, &name, &password) {
                 Ok(()) => {
-                    println!("user {name} saved in {}", cfg.backend.users_file.display());
+                    println!("user {name} saved in {}", file.users_file.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -168,8 +176,8 @@ fn init_tracing() {
 
 fn serve(cfg: Config) -> ExitCode {
     init_tracing();
-    if cfg.backend.kind == BackendKind::File
-        && let Err(e) = authgate::backend::file::ensure_demo_user(&cfg.backend.users_file)
+    if let BackendConfig::File(file) = &cfg.backend
+        && let Err(e) = authgate::backend::file::ensure_demo_user(&file.users_file)
     {
         tracing::error!(error = %e, "cannot create the users file");
         return ExitCode::FAILURE;

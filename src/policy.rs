@@ -27,6 +27,10 @@ struct Rule {
 pub struct Policy {
     rules: Vec<Rule>,
     sources: Sources,
+    /// Also read paths as backends that fold case and trim trailing dots and spaces do.
+    backend_folds: bool,
+    /// Whether any rule's prefix has an upper-case letter.
+    upper_case_rules: bool,
 }
 
 /// What the policy says about one request.
@@ -37,7 +41,7 @@ pub struct RouteDecision<'p> {
 }
 
 impl Policy {
-    pub fn new(cfg: &config::Policy) -> Self {
+    pub fn new(cfg: &config::PolicyConfig) -> Self {
         let rules = if cfg.routes.is_empty() {
             vec![
                 Rule::new("/auth/", Access::Public),
@@ -59,8 +63,12 @@ impl Policy {
                 .collect()
         };
         Self {
+            upper_case_rules: rules
+                .iter()
+                .any(|r| r.prefix.bytes().any(|b| b.is_ascii_uppercase())),
             rules,
             sources: Sources::new(&cfg.token_sources),
+            backend_folds: cfg.backend_folds_paths,
         }
     }
 
@@ -81,22 +89,12 @@ impl Policy {
     /// Access needed by `method` on `raw_path` (path plus optional query, as received).
     pub fn route(&self, method: &str, raw_path: &str) -> RouteDecision<'_> {
         let path = raw_path.split(['?', '#']).next().unwrap_or("");
-        // No rule at all: a token is needed.
-        let access_of = |rule: Option<&Rule>| rule.map_or(Access::Token, |r| r.access);
         let (access, rule) = if is_plain(path) {
-            // The common case, and its only reading.
-            let rule = self.first_match(method, path);
-            (access_of(rule), rule)
+            // The common case: its only reading, and (when backends fold) its folded one.
+            self.strictest(method, std::iter::once(path))
         } else {
-            let mut strictest: Option<(Access, Option<&Rule>)> = None;
-            for candidate in interpretations(path) {
-                let rule = self.first_match(method, &candidate);
-                let access = access_of(rule);
-                if strictest.is_none_or(|(a, _)| access > a) {
-                    strictest = Some((access, rule));
-                }
-            }
-            strictest.unwrap_or((Access::Token, None))
+            let readings = interpretations(path, self.backend_folds);
+            self.strictest(method, readings.iter().map(String::as_str))
         };
         RouteDecision {
             access,
@@ -106,13 +104,55 @@ impl Policy {
         }
     }
 
-    fn first_match(&self, method: &str, path: &str) -> Option<&Rule> {
+    /// The strictest access among the first matches of every reading (case-folded too when
+    /// backends fold case). No rule at all: a token is needed.
+    fn strictest<'a>(
+        &self,
+        method: &str,
+        readings: impl Iterator<Item = &'a str>,
+    ) -> (Access, Option<&Rule>) {
+        let access_of = |rule: Option<&Rule>| rule.map_or(Access::Token, |r| r.access);
+        let mut strictest: Option<(Access, Option<&Rule>)> = None;
+        for reading in readings {
+            let exact = self.first_match(method, reading, false);
+            // Folding changes nothing when neither side has an upper-case letter.
+            let fold = self.backend_folds
+                && (self.upper_case_rules || reading.bytes().any(|b| b.is_ascii_uppercase()));
+            let folded = fold.then(|| self.first_match(method, reading, true));
+            for rule in std::iter::once(exact).chain(folded) {
+                let access = access_of(rule);
+                if strictest.is_none_or(|(a, _)| access > a) {
+                    strictest = Some((access, rule));
+                }
+            }
+        }
+        strictest.unwrap_or((Access::Token, None))
+    }
+
+    fn first_match(&self, method: &str, path: &str, fold: bool) -> Option<&Rule> {
         self.rules.iter().find(|r| {
-            prefix_matches(&r.prefix, path)
+            prefix_matches(&r.prefix, path, fold)
                 && r.methods
                     .as_ref()
                     .is_none_or(|m| m.iter().any(|x| x.eq_ignore_ascii_case(method)))
         })
+    }
+
+    /// Puts `prefixes` first, refused outright, unless a configured route names a path under
+    /// one of them itself (the operator then decides). For a backend's own login routes,
+    /// where a client could guess passwords outside lockout and 2FA.
+    pub fn deny_first(mut self, prefixes: &[&str]) -> Self {
+        for prefix in prefixes.iter().rev() {
+            let named = self
+                .rules
+                .iter()
+                .any(|r| prefix_matches(prefix, &r.prefix, true));
+            if !named {
+                self.upper_case_rules |= prefix.bytes().any(|b| b.is_ascii_uppercase());
+                self.rules.insert(0, Rule::new(prefix, Access::Deny));
+            }
+        }
+        self
     }
 }
 
@@ -128,29 +168,44 @@ impl Rule {
 }
 
 /// `/auth/` matches `/auth/x` and `/auth`; `/api` matches `/api`, `/api/x` but not `/apix`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix.ends_with('/') {
-        path.starts_with(prefix) || path == &prefix[..prefix.len() - 1]
+/// With `fold`, ASCII case does not count.
+fn prefix_matches(prefix: &str, path: &str, fold: bool) -> bool {
+    let eq = |a: &[u8], b: &[u8]| {
+        if fold {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
+    let starts = path.len() >= prefix.len() && eq(&path[..prefix.len()], prefix);
+    if prefix.ends_with(b"/") {
+        starts || eq(path, &prefix[..prefix.len() - 1])
     } else {
-        path == prefix
-            || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+        starts && (path.len() == prefix.len() || path[prefix.len()] == b'/')
     }
 }
 
-/// A path every backend reads the same way: absolute, nothing encoded, no `\\` or `;`, no
-/// dot or empty segments.
+/// A path every backend reads the same way (but for case): absolute, nothing encoded, no
+/// `\\`, `;` or space, no dot or empty segments, no segment ending in a dot.
 fn is_plain(path: &str) -> bool {
     path.starts_with('/')
-        && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
+        && !path
+            .bytes()
+            .any(|b| matches!(b, b'%' | b'\\' | b';' | b' '))
         && !path.contains("/.")
+        && !path.contains("./")
+        && !path.ends_with('.')
         && !path.contains("//")
 }
 
 /// The readings of `path` a backend might make: percent-decoded once or until stable (at
 /// most five rounds), `\\` as a separator or as a plain character (nginx keeps it, some
-/// backends split on it), `;` segment parameters kept or dropped. All normalised. (A plain
-/// path is its only reading; `route` does not ask for it.)
-fn interpretations(path: &str) -> Vec<String> {
+/// backends split on it), `;` segment parameters kept or dropped. All normalised. With
+/// `trim`, also each of those with trailing dots and spaces cut from every segment, as
+/// Windows/IIS-hosted backends read `/admin.` or `/admin%20` as `/admin`. (A plain path is its
+/// only reading; `route` does not ask for it.)
+fn interpretations(path: &str, trim: bool) -> Vec<String> {
     let once = decode(path).into_owned();
     let mut full = once.clone();
     for _ in 0..4 {
@@ -172,11 +227,31 @@ fn interpretations(path: &str) -> Vec<String> {
         for variant in std::iter::once(decoded).chain(without_params.as_ref()) {
             for backslash_separates in [false, true] {
                 let n = normalise_with(variant, backslash_separates);
-                if !out.contains(&n) {
-                    out.push(n);
+                let trimmed = trim.then(|| trim_segments(&n));
+                for reading in std::iter::once(n).chain(trimmed) {
+                    if !out.contains(&reading) {
+                        out.push(reading);
+                    }
                 }
             }
         }
+    }
+    out
+}
+
+/// `normalised` with trailing dots and spaces cut from each segment (segments left empty
+/// dropped), keeping a trailing slash.
+fn trim_segments(normalised: &str) -> String {
+    let mut out = String::with_capacity(normalised.len());
+    for seg in normalised.split('/').filter(|s| !s.is_empty()) {
+        let seg = seg.trim_end_matches(['.', ' ']);
+        if !seg.is_empty() {
+            out.push('/');
+            out.push_str(seg);
+        }
+    }
+    if out.is_empty() || normalised.ends_with('/') {
+        out.push('/');
     }
     out
 }
@@ -226,7 +301,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn default_policy() -> Policy {
-        Policy::new(&config::Policy::default())
+        Policy::new(&config::PolicyConfig::default())
     }
 
     #[test]
@@ -303,7 +378,7 @@ mod tests {
 
     #[test]
     fn methods_and_mfa_routes() {
-        let cfg: config::Policy = toml::from_str(
+        let cfg: config::PolicyConfig = toml::from_str(
             r#"
 [[routes]]
 path_prefix = "/admin"
@@ -324,6 +399,97 @@ access = "token"
         assert_eq!(p.route("GET", "/public/x").access, Access::Public);
         assert_eq!(p.route("POST", "/public/x").access, Access::Token);
         assert_eq!(p.route("GET", "/public/../admin").access, Access::Mfa);
+    }
+
+    fn admin_mfa(backend_folds_paths: bool) -> Policy {
+        let mut cfg: config::PolicyConfig = toml::from_str(
+            r#"
+[[routes]]
+path_prefix = "/admin"
+access = "mfa"
+[[routes]]
+path_prefix = "/"
+access = "token"
+"#,
+        )
+        .unwrap();
+        cfg.backend_folds_paths = backend_folds_paths;
+        Policy::new(&cfg)
+    }
+
+    /// Backends that fold case or trim trailing dots and spaces (Express, IIS, Spring) read
+    /// these as `/admin`: so does the policy, by default.
+    const FOLDED_ADMIN: [&str; 11] = [
+        "/ADMIN",
+        "/Admin/users",
+        "/%41DMIN",
+        "/%61dmin",
+        "/admin.",
+        "/admin./users",
+        "/admin%20",
+        "/admin%2e",
+        "/admin..;/",
+        "/ADMIN..;/users",
+        "/admin .",
+    ];
+
+    #[test]
+    fn case_and_trailing_readings_reach_mfa_routes() {
+        let p = admin_mfa(true);
+        for path in FOLDED_ADMIN {
+            assert_eq!(p.route("GET", path).access, Access::Mfa, "{path}");
+        }
+        // Neighbours stay what they are.
+        for path in ["/administrator", "/admins", "/api/admin.", "/adm"] {
+            assert_eq!(p.route("GET", path).access, Access::Token, "{path}");
+        }
+        // Exact matching when the operator says every backend matches exactly.
+        let exact = admin_mfa(false);
+        assert_eq!(exact.route("GET", "/ADMIN").access, Access::Token);
+        assert_eq!(exact.route("GET", "/admin").access, Access::Mfa);
+    }
+
+    #[test]
+    fn folding_never_opens_a_public_route() {
+        let p = default_policy();
+        for path in ["/AUTH/login", "/Auth/login", "/.WELL-KNOWN/jwks.json"] {
+            assert_eq!(p.route("GET", path).access, Access::Token, "{path}");
+        }
+        assert_eq!(p.route("GET", "/auth./login").access, Access::Token);
+    }
+
+    #[test]
+    fn backend_login_routes_are_closed_first() {
+        let p = default_policy().deny_first(&["/authentication/"]);
+        for path in [
+            "/authentication/login",
+            "/authentication",
+            "/Authentication/login",
+            "/x/../authentication/login",
+            "/%61uthentication/login",
+            "/auth/../authentication/login",
+        ] {
+            assert_eq!(p.route("POST", path).access, Access::Deny, "{path}");
+        }
+        assert_eq!(p.route("GET", "/api/x").access, Access::Token);
+        assert_eq!(p.route("POST", "/auth/login").access, Access::Public);
+        // A configured route under it is the operator's decision.
+        let cfg: config::PolicyConfig = toml::from_str(
+            r#"
+[[routes]]
+path_prefix = "/authentication/logout"
+access = "token"
+[[routes]]
+path_prefix = "/"
+access = "token"
+"#,
+        )
+        .unwrap();
+        let p = Policy::new(&cfg).deny_first(&["/authentication/"]);
+        assert_eq!(
+            p.route("POST", "/authentication/login").access,
+            Access::Token
+        );
     }
 
     #[test]

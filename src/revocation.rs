@@ -1,14 +1,24 @@
 //! The in-memory revocation set read on every check: session ids that must be refused until
 //! the last token of that session has expired. Reads are a lock-free snapshot load; writes
 //! (logout, reuse detection, store sync) copy the map, which is fine for their rate.
-//! Persistence and replication are the store's job; this module only holds the current view.
+//! The store holds the revocations every replica shares; this module keeps the in-memory view
+//! in step with it ([`keep_in_sync`]) through the [`Store`] trait alone, never a particular
+//! store. A store outage must never empty the view: checks go on with the last known set.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
+use crate::store::{Ns, Store, StoreError};
+
+/// How often the store is asked for revocations of other replicas (so every replica applies
+/// a revocation within a second).
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// How often entries whose tokens have all expired are dropped.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Revocations {
     clock: Clock,
@@ -89,6 +99,74 @@ impl Revocations {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Merges the store's revocations into `revocations` (a full resync).
+pub async fn sync(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
+    let entries = store
+        .scan(Ns::Revoked)
+        .await?
+        .into_iter()
+        .filter_map(|(sid, until)| {
+            let until = std::str::from_utf8(&until).ok()?.parse().ok()?;
+            Some((Arc::<str>::from(sid), until))
+        })
+        .collect();
+    revocations.merge(entries);
+    Ok(())
+}
+
+/// After an outage the store may have lost data (a Redis restarted without persistence):
+/// writes back what this replica knows, so replicas started later learn it too.
+pub async fn republish(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
+    for (sid, until) in revocations.entries() {
+        store
+            .put(Ns::Revoked, &sid, until.to_string().as_bytes(), until)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Keeps `revocations` in step with the store until `stop` completes: resyncs whenever the
+/// namespace's version moves, republishes after the store comes back from an outage, and
+/// prunes expired entries.
+pub async fn keep_in_sync(
+    store: Arc<dyn Store>,
+    revocations: Arc<Revocations>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut sync_tick = tokio::time::interval(SYNC_EVERY);
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune_tick = tokio::time::interval(PRUNE_EVERY);
+    prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen_version = None;
+    let mut store_down = false;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = sync_tick.tick() => {
+                let result = match store.version(Ns::Revoked).await {
+                    Ok(v) if seen_version == Some(v) && !store_down => Ok(()),
+                    Ok(v) => sync(&*store, &revocations).await.map(|()| seen_version = Some(v)),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) if store_down => {
+                        store_down = false;
+                        let healed = republish(&*store, &revocations).await;
+                        tracing::info!(republished = healed.is_ok(), "store reachable again; revocations resynced");
+                    }
+                    Err(e) if !store_down => {
+                        store_down = true;
+                        tracing::error!(error = %e, "store unreachable; checks go on with the last known revocations");
+                    }
+                    _ => {}
+                }
+            }
+            _ = prune_tick.tick() => revocations.prune(),
+        }
     }
 }
 

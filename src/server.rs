@@ -1,34 +1,91 @@
-//! Assembles the service from a [`Config`] and runs it: binds both listeners (port 0 allowed,
-//! the bound addresses are reported), serves ext_authz + health over gRPC and the HTTP API,
-//! runs the background loops (key reload, revocation pruning), and drains on shutdown:
-//! readiness turns false first, then in-flight requests get a bounded grace period.
+//! Assembles the service from a [`Config`] and runs it, in two steps. [`build`] makes every
+//! part (keys, store, revocation set, checker, login service, handler state) and binds
+//! nothing, spawns nothing. [`App::serve`] binds both listeners (port 0 allowed, the bound
+//! addresses are reported) or [`App::serve_on`] takes bound ones, then serves ext_authz +
+//! health over gRPC and the HTTP API and runs the background loops (key reload, revocation
+//! sync, store sweeping). On shutdown readiness turns false first, then in-flight requests get
+//! a bounded grace period.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
 
 use crate::backend::Backend;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::decision::Checker;
 use crate::grpc::AuthzService;
 use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::revocation::Revocations;
-use crate::store::{Ns, Store, StoreError};
+use crate::readiness::Readiness;
+use crate::revocation::{self, Revocations};
+use crate::store::Store;
 use crate::token::TokenService;
 use crate::web::{AppState, app};
 
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(10);
-const REVOCATION_SYNC_EVERY: Duration = Duration::from_millis(500);
+const STORE_SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Every part of authgate, built and not yet serving: nothing bound, no task running, not
+/// ready.
+pub struct App {
+    pub state: Arc<AppState>,
+    pub store: Arc<dyn Store>,
+    pub revocations: Arc<Revocations>,
+    listen: Listen,
+}
+
+/// Builds authgate from a valid configuration: loads (or creates) the keys, opens the store,
+/// loads the revocations once, sets up the backend. Fails only on I/O (keys, the users file,
+/// the embedded database, a first revocation load).
+pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
+    let tokens = Arc::new(
+        TokenService::new(config, clock.clone())
+            .with_context(|| format!("loading keys under {}", config.store.path.display()))?,
+    );
+    let revocations = Arc::new(Revocations::new(clock.clone()));
+    let store = crate::store::open(&config.store, clock.clone())
+        .await
+        .with_context(|| format!("opening the {} store", config.store.kind.as_str()))?;
+    revocation::sync(&*store, &revocations)
+        .await
+        .context("loading revocations")?;
+    let metrics = Arc::new(Metrics::new());
+    let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
+    let checker = Arc::new(Checker {
+        tokens: tokens.clone(),
+        policy: Policy::new(&config.policy).deny_first(backend.own_login_routes()),
+        revocations: revocations.clone(),
+    });
+    let login = Arc::new(LoginService::new(
+        config,
+        backend,
+        tokens.clone(),
+        store.clone(),
+        revocations.clone(),
+        metrics.clone(),
+    ));
+    let state = Arc::new(AppState {
+        checker,
+        tokens,
+        login,
+        metrics,
+        ready: Arc::new(Readiness::new().await),
+        trusted_proxies: config.listen.trusted_proxies.clone(),
+    });
+    Ok(App {
+        state,
+        store,
+        revocations,
+        listen: config.listen.clone(),
+    })
+}
 
 /// A started authgate.
 pub struct Running {
@@ -36,7 +93,6 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
-    health: tonic_health::server::HealthReporter,
     servers: Vec<JoinHandle<()>>,
     drain_grace: Duration,
 }
@@ -48,179 +104,108 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// Starts authgate with an injected clock (tests move it to expire tokens).
 pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
-    let tokens = Arc::new(
-        TokenService::new(&config, clock.clone())
-            .with_context(|| format!("loading keys under {}", config.store.path.display()))?,
-    );
-    let revocations = Arc::new(Revocations::new(clock.clone()));
-    let store = crate::store::open(&config, clock.clone())
-        .await
-        .with_context(|| format!("opening the {:?} store", config.store.kind))?;
-    sync_revocations(&*store, &revocations)
-        .await
-        .context("loading revocations")?;
-    let metrics = Arc::new(Metrics::new());
-    let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
-    let checker = Arc::new(Checker {
-        tokens: tokens.clone(),
-        policy: Policy::new(&config.policy),
-        revocations: revocations.clone(),
-    });
-    let login = Arc::new(LoginService::new(
-        &config,
-        backend,
-        tokens.clone(),
-        store.clone(),
-        revocations.clone(),
-        metrics.clone(),
-    ));
-    let ready = Arc::new(AtomicBool::new(false));
-    let state = Arc::new(AppState {
-        checker: checker.clone(),
-        tokens: tokens.clone(),
-        login,
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-        trusted_proxies: config.listen.trusted_proxies.clone(),
-    });
+    build(&config, clock).await?.serve().await
+}
 
-    let http_listener = TcpListener::bind(config.listen.http)
-        .await
-        .with_context(|| format!("binding listen.http {}", config.listen.http))?;
-    let grpc_listener = TcpListener::bind(config.listen.grpc)
-        .await
-        .with_context(|| format!("binding listen.grpc {}", config.listen.grpc))?;
-    let http_addr = http_listener.local_addr()?;
-    let grpc_addr = grpc_listener.local_addr()?;
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = shutdown_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let authz = AuthzService::new(checker, metrics.clone());
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let grpc_stop = stopped();
-    let grpc = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(authz)
-            .serve_with_incoming_shutdown(incoming, grpc_stop)
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
-
-    let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let http_stop = stopped();
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_stop)
+impl App {
+    /// Binds `listen.http` and `listen.grpc` (port 0 picks a free port), then [`App::serve_on`].
+    pub async fn serve(self) -> anyhow::Result<Running> {
+        let http = TcpListener::bind(self.listen.http)
             .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-
-    let bg_stop = stopped();
-    let background = tokio::spawn(background_loops(tokens, store, revocations, bg_stop));
-
-    ready.store(true, Ordering::Release);
-    health.set_serving::<AuthzService>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
-
-    Ok(Running {
-        http_addr,
-        grpc_addr,
-        state,
-        shutdown,
-        health,
-        servers: vec![grpc, http, background],
-        drain_grace: config.listen.drain_grace,
-    })
-}
-
-/// Merges the store's revocations into the in-memory set (a full resync).
-async fn sync_revocations(store: &dyn Store, revocations: &Revocations) -> Result<(), StoreError> {
-    let entries = store
-        .scan(Ns::Revoked)
-        .await?
-        .into_iter()
-        .filter_map(|(sid, until)| {
-            let until = std::str::from_utf8(&until).ok()?.parse().ok()?;
-            Some((Arc::<str>::from(sid), until))
-        })
-        .collect();
-    revocations.merge(entries);
-    Ok(())
-}
-
-/// After an outage the store may have lost data (a Redis restarted without persistence):
-/// writes back what this replica knows, so replicas started later learn it too.
-async fn republish_revocations(
-    store: &dyn Store,
-    revocations: &Revocations,
-) -> Result<(), StoreError> {
-    for (sid, until) in revocations.entries() {
-        store
-            .put(Ns::Revoked, &sid, until.to_string().as_bytes(), until)
-            .await?;
+            .with_context(|| format!("binding listen.http {}", self.listen.http))?;
+        let grpc = TcpListener::bind(self.listen.grpc)
+            .await
+            .with_context(|| format!("binding listen.grpc {}", self.listen.grpc))?;
+        self.serve_on(http, grpc).await
     }
-    Ok(())
+
+    /// Serves on already-bound listeners, starts the background loops, and turns ready.
+    pub async fn serve_on(
+        self,
+        http_listener: TcpListener,
+        grpc_listener: TcpListener,
+    ) -> anyhow::Result<Running> {
+        let http_addr = http_listener.local_addr()?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let state = self.state;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = shutdown_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let authz = AuthzService::new(state.checker.clone(), state.metrics.clone());
+        let health = state.ready.health_service();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let grpc_stop = stopped();
+        let grpc = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(authz)
+                .serve_with_incoming_shutdown(incoming, grpc_stop)
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+
+        let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let http_stop = stopped();
+        let http = tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+
+        let sync = tokio::spawn(revocation::keep_in_sync(
+            self.store.clone(),
+            self.revocations,
+            stopped(),
+        ));
+        let housekeeping = tokio::spawn(housekeeping(state.tokens.clone(), self.store, stopped()));
+
+        state.ready.set(true).await;
+        tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
+
+        Ok(Running {
+            http_addr,
+            grpc_addr,
+            state,
+            shutdown,
+            servers: vec![grpc, http, sync, housekeeping],
+            drain_grace: self.listen.drain_grace,
+        })
+    }
 }
 
-/// Background work: revocations from other replicas (polled twice a second, so every replica
-/// applies a revocation within a second), key reload, pruning. Stops on shutdown.
-async fn background_loops(
+/// Key reload (after `authgate rotate-keys`) and store sweeping, until `stop` completes.
+async fn housekeeping(
     tokens: Arc<TokenService>,
     store: Arc<dyn Store>,
-    revocations: Arc<Revocations>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut sync = tokio::time::interval(REVOCATION_SYNC_EVERY);
-    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut housekeeping = tokio::time::interval(KEY_RELOAD_EVERY);
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen_version = None;
-    let mut store_down = false;
+    let mut reload = tokio::time::interval(KEY_RELOAD_EVERY);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(STORE_SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = sync.tick() => {
-                let result = match store.version(Ns::Revoked).await {
-                    Ok(v) if seen_version == Some(v) && !store_down => Ok(()),
-                    Ok(v) => sync_revocations(&*store, &revocations).await.map(|()| seen_version = Some(v)),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) if store_down => {
-                        store_down = false;
-                        let healed = republish_revocations(&*store, &revocations).await;
-                        tracing::info!(republished = healed.is_ok(), "store reachable again; revocations resynced");
-                    }
-                    Err(e) if !store_down => {
-                        store_down = true;
-                        tracing::error!(error = %e, "store unreachable; checks go on with the last known revocations");
-                    }
-                    _ => {}
-                }
-            }
-            _ = housekeeping.tick() => {
+            _ = reload.tick() => {
                 if let Err(e) = tokens.reload_keys() {
                     tracing::error!(error = %e, "reloading keys failed; keeping the loaded ones");
                 }
-                revocations.prune();
-                if let Some(embedded) = store.as_embedded()
-                    && let Err(e) = embedded.sweep().await
-                {
+            }
+            _ = sweep.tick() => {
+                if let Err(e) = store.sweep().await {
                     tracing::warn!(error = %e, "sweeping expired store entries failed");
                 }
             }
@@ -241,16 +226,48 @@ impl Running {
 
     /// Marks the service as draining without stopping it (readiness and gRPC health go false).
     pub async fn set_draining(&self) {
-        self.state.ready.store(false, Ordering::Release);
-        self.health.set_not_serving::<AuthzService>().await;
-        self.health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        self.state.ready.set(false).await;
     }
 }
 
 async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn build_binds_nothing_and_serve_turns_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = Config::from_toml_str(&format!(
+            "[listen]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:0\"\n\
+             [backend]\nkind = \"file\"\nusers_file = {users:?}\n[store]\npath = {:?}\n",
+            dir.path().join("data")
+        ))
+        .unwrap();
+        let app = build(&config, Clock::manual(1_700_000_000)).await.unwrap();
+        assert!(!app.state.ready.is_ready(), "ready before serving");
+        // Nothing is bound yet: the configured port is still free.
+        drop(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+
+        let running = app.serve().await.unwrap();
+        assert_eq!(running.http_addr.port(), port);
+        assert_ne!(running.grpc_addr.port(), 0);
+        let state = running.state.clone();
+        assert!(state.ready.is_ready());
+        running.shutdown().await;
+        assert!(!state.ready.is_ready());
     }
 }

@@ -1,12 +1,15 @@
 //! The whole service in-process on port 0 with a manual clock: login API, the check over
 //! gRPC and HTTP (same decision for the same request), logout, health, drain and metrics.
+//! HTTP requests go through the router in process (`TestApp::call`), except where the test is
+//! about the listener itself; gRPC goes over the socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use authgate::config::Access;
+use axum::body::Body;
+use axum::http::Request;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
@@ -15,69 +18,92 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::{Value, json};
 
-#[path = "support/app.rs"]
-mod app;
-use app::T0;
+mod support;
+use support::app::{ALICE_PASSWORD, T0, TestApp, routes};
+use support::hostile::{alg_none_token, jwt_part};
 
-/// [`app::TestApp`] plus an ext_authz gRPC client.
+/// [`TestApp`] plus an ext_authz gRPC client.
 struct ApiApp {
-    app: app::TestApp,
+    app: TestApp,
     grpc: AuthorizationClient<tonic::transport::Channel>,
 }
 
 impl std::ops::Deref for ApiApp {
-    type Target = app::TestApp;
-    fn deref(&self) -> &app::TestApp {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
         &self.app
     }
 }
 
 impl ApiApp {
-    async fn start(extra: &str) -> Self {
-        let app = app::TestApp::start(extra).await;
-        let grpc = AuthorizationClient::connect(format!("http://{}", app.running().grpc_addr))
+    /// The default [`TestApp`].
+    async fn start() -> Self {
+        Self::with(TestApp::start().await).await
+    }
+
+    async fn with(app: TestApp) -> Self {
+        let grpc = AuthorizationClient::connect(format!("http://{}", app.grpc_addr()))
             .await
             .unwrap();
         Self { app, grpc }
     }
 
     async fn tokens(&self) -> Value {
-        let reply = self.login("alice", app::ALICE_PASSWORD).await;
+        let reply = self.login("alice", ALICE_PASSWORD).await;
         assert_eq!(reply.status, 200);
         reply.body
     }
 
     /// The check over HTTP (Envoy HTTP style: original path under /authz).
     async fn authz(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
-        let mut req = self.http.request(
-            method.parse().unwrap(),
-            format!("{}/authz{path}", self.base),
-        );
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/authz{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
+        let reply = self.call(req.body(Body::empty()).unwrap()).await;
         let mut hs = HashMap::new();
-        for (k, v) in resp.headers() {
+        for (k, v) in &reply.headers {
             hs.insert(k.as_str().to_owned(), v.to_str().unwrap().to_owned());
         }
-        let body = resp.text().await.unwrap();
-        Outcome::from_http(status, hs, &body)
+        Outcome::from_http(reply.status, hs, &reply.text)
     }
 
-    /// The same check over gRPC, as Envoy sends it.
+    /// The same check over gRPC, as Envoy sends it: in the `headers` map, or, when a header
+    /// repeats, each field apart in the raw `header_map` (Envoy's `encode_raw_headers`).
     async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        let repeats = headers
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| headers[..i].iter().any(|(j, _)| j == k));
+        let (map, raw) = if repeats {
+            let raw = headers.iter().map(|(k, v)| HeaderValue {
+                key: (*k).to_owned(),
+                raw_value: v.as_bytes().to_vec(),
+                ..Default::default()
+            });
+            (
+                HashMap::new(),
+                Some(HeaderMap {
+                    headers: raw.collect(),
+                }),
+            )
+        } else {
+            let map = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+            (map.collect(), None)
+        };
         let req = CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(AttrRequest {
                     http: Some(HttpRequest {
                         method: method.into(),
                         path: path.into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                            .collect(),
+                        headers: map,
+                        header_map: raw,
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -181,14 +207,10 @@ impl Outcome {
     }
 }
 
-fn b64(v: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-}
-
 #[tokio::test]
 async fn login_returns_rfc6749_tokens() {
-    let app = ApiApp::start("").await;
-    let resp = app.login("alice", app::ALICE_PASSWORD).await;
+    let app = ApiApp::start().await;
+    let resp = app.login("alice", ALICE_PASSWORD).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.headers["cache-control"], "no-store");
     let body = resp.body;
@@ -196,41 +218,26 @@ async fn login_returns_rfc6749_tokens() {
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["refresh_expires_in"], 30 * 86400);
     let access = body["access_token"].as_str().unwrap();
-    let header: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(access.split('.').next().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let header = jwt_part(access, 0);
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "EdDSA");
-    let claims: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(access.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_part(access, 1);
     for claim in ["iss", "aud", "sub", "iat", "exp", "jti", "sid", "amr"] {
         assert!(!claims[claim].is_null(), "missing {claim}");
     }
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["exp"], T0 + 900);
     // The key that signed it is published.
-    let jwks: Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.base))
-        .send()
+    let jwks = app
+        .send("GET", "/.well-known/jwks.json", None, None)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .body;
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
 }
 
 #[tokio::test]
 async fn wrong_user_and_wrong_password_look_the_same() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let a = app.login("alice", "nope").await;
     let (sa, ba) = (a.status, a.body);
     let b = app.login("mallory", "nope").await;
@@ -241,8 +248,7 @@ async fn wrong_user_and_wrong_password_look_the_same() {
 
 #[tokio::test]
 async fn bad_login_input_is_a_clear_400_or_413() {
-    let app = ApiApp::start("").await;
-    let url = format!("{}/auth/login", app.base);
+    let app = ApiApp::start().await;
     let cases: Vec<(Option<&str>, String, u16)> = vec![
         (None, r#"{"username":"alice","password":"x"}"#.into(), 400),
         (
@@ -277,35 +283,38 @@ async fn bad_login_input_is_a_clear_400_or_413() {
         ),
     ];
     for (ct, body, want) in cases {
-        let mut req = app.http.post(&url).body(body.clone());
+        let mut req = Request::post("/auth/login");
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
-        let resp = req.send().await.unwrap();
-        assert_eq!(
-            resp.status().as_u16(),
-            want,
-            "{ct:?} {}",
-            &body[..body.len().min(60)]
-        );
-        let v: Value = resp.json().await.unwrap();
+        let resp = app.call(req.body(Body::from(body.clone())).unwrap()).await;
+        assert_eq!(resp.status, want, "{ct:?} {}", &body[..body.len().min(60)]);
+        let v = resp.body;
         assert!(v["error"].is_string() && v["error_description"].is_string());
     }
 }
 
 #[tokio::test]
 async fn grpc_and_http_agree_on_every_case() {
-    let app = ApiApp::start("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n").await;
+    let app = ApiApp::with(
+        TestApp::builder()
+            .config(|c| {
+                c.policy.routes = routes(&[
+                    ("/admin", Access::Mfa),
+                    ("/auth/", Access::Public),
+                    ("/", Access::Token),
+                ])
+            })
+            .start()
+            .await,
+    )
+    .await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap().to_owned();
     let refresh = t["refresh_token"].as_str().unwrap().to_owned();
     let bearer = |tok: &str| format!("Bearer {tok}");
-    let none_alg = format!(
-        "{}.{}.",
-        b64(&json!({"alg":"none","typ":"at+jwt"})),
-        b64(
-            &json!({"iss":"authgate","aud":"authgate","sub":"alice","iat":T0,"exp":T0+900,"jti":"j","sid":"s","amr":["pwd"]})
-        )
+    let none_alg = alg_none_token(
+        &json!({"iss":"authgate","aud":"authgate","sub":"alice","iat":T0,"exp":T0+900,"jti":"j","sid":"s","amr":["pwd"]}),
     );
 
     // No token.
@@ -331,6 +340,22 @@ async fn grpc_and_http_agree_on_every_case() {
             "{www}"
         );
         assert!(o.error.is_some());
+    }
+    // Two Authorization fields, the first one good: malformed on both transports, on a
+    // protected and on a public route alike.
+    for path in ["/api/x", "/auth/login"] {
+        let twice = [
+            ("authorization", bearer(&access)),
+            ("authorization", bearer("x.y.z")),
+        ];
+        let twice: Vec<(&str, &str)> = twice.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = app.both("GET", path, &twice).await;
+        assert_eq!(o.status, 401, "{path}");
+        assert!(
+            o.www_authenticate
+                .unwrap()
+                .contains(r#"error="invalid_request""#)
+        );
     }
     // Refresh token as access token.
     let o = app
@@ -404,7 +429,7 @@ async fn grpc_and_http_agree_on_every_case() {
 
 #[tokio::test]
 async fn query_token_is_accepted_and_stripped_over_grpc() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap();
     let req = CheckRequest {
@@ -435,7 +460,7 @@ async fn query_token_is_accepted_and_stripped_over_grpc() {
 #[tokio::test]
 async fn raw_header_map_is_read_over_grpc() {
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap();
     let check = |value: Vec<u8>| CheckRequest {
@@ -473,7 +498,7 @@ async fn raw_header_map_is_read_over_grpc() {
 /// INVALID_ARGUMENT, which Envoy turns into its failure mode (closed in the shipped configs).
 #[tokio::test]
 async fn a_check_without_http_attributes_is_an_invalid_argument() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let err = app
         .grpc
         .clone()
@@ -485,7 +510,7 @@ async fn a_check_without_http_attributes_is_an_invalid_argument() {
 
 #[tokio::test]
 async fn logout_revokes_the_session_on_every_path_at_once() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap();
     let auth = format!("Bearer {access}");
@@ -509,46 +534,33 @@ async fn logout_revokes_the_session_on_every_path_at_once() {
 
 #[tokio::test]
 async fn api_routes_refuse_wrong_token_kinds() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let t = app.tokens().await;
     let refresh = t["refresh_token"].as_str().unwrap();
-    let resp = app
-        .http
-        .get(format!("{}/auth/me", app.base))
-        .header("authorization", format!("Bearer {refresh}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    let resp = app
-        .http
-        .get(format!("{}/auth/me", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    let resp = app.send("GET", "/auth/me", None, Some(refresh)).await;
+    assert_eq!(resp.status, 403);
+    let resp = app.send("GET", "/auth/me", None, None).await;
+    assert_eq!(resp.status, 401);
     assert_eq!(
-        resp.headers()["www-authenticate"],
+        resp.headers["www-authenticate"],
         r#"Bearer realm="authgate""#
     );
 }
 
 #[tokio::test]
 async fn health_readiness_and_drain() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let get = |p: &'static str| {
-        let url = format!("{}{p}", app.base);
-        let c = app.http.clone();
-        async move { c.get(url).send().await.unwrap().status().as_u16() }
+        let app = &app;
+        async move { app.send("GET", p, None, None).await.status }
     };
     assert_eq!(get("/healthz").await, 200);
     assert_eq!(get("/readyz").await, 200);
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", app.running().grpc_addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = |s: &str| tonic_health::pb::HealthCheckRequest { service: s.into() };
     let status = |r: tonic_health::pb::HealthCheckResponse| r.status;
@@ -580,7 +592,7 @@ async fn health_readiness_and_drain() {
 
 #[tokio::test]
 async fn shutdown_finishes_and_frees_the_ports() {
-    let mut app = ApiApp::start("").await;
+    let mut app = ApiApp::start().await;
     let running = app.app.running.take().unwrap();
     let addr = running.http_addr;
     tokio::time::timeout(Duration::from_secs(5), running.shutdown())
@@ -591,17 +603,9 @@ async fn shutdown_finishes_and_frees_the_ports() {
 
 #[tokio::test]
 async fn metrics_count_decisions_by_transport() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     app.both("GET", "/api", &[]).await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.send("GET", "/metrics", None, None).await.text;
     assert!(
         text.contains(r#"authgate_checks_total{transport="grpc",outcome="no_token"} 1"#),
         "{text}"
@@ -615,14 +619,15 @@ async fn metrics_count_decisions_by_transport() {
 
 #[tokio::test]
 async fn original_uri_is_believed_only_from_the_nginx_form() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let ask = |path: &'static str| {
-        let req = app
-            .http
-            .get(format!("{}{path}", app.base))
+        let req = Request::get(path)
             .header("x-original-uri", "/auth/login")
-            .header("x-original-method", "POST");
-        async move { req.send().await.unwrap().status().as_u16() }
+            .header("x-original-method", "POST")
+            .body(Body::empty())
+            .unwrap();
+        let app = &app;
+        async move { app.call(req).await.status }
     };
     // nginx form: exactly /authz, the request is named by the headers.
     assert_eq!(ask("/authz").await, 200);
@@ -631,15 +636,17 @@ async fn original_uri_is_believed_only_from_the_nginx_form() {
     assert_eq!(ask("/authz/").await, 401);
 }
 
+/// Over the socket: what a client gets when the server's HTTP layer and the API both see the
+/// headers.
 #[tokio::test]
 async fn oversized_headers_are_431_on_the_api_and_401_on_the_check() {
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let big = "x".repeat(64 * 1024);
     let r = app
         .http
         .post(format!("{}/auth/login", app.base))
         .header("x-padding", &big)
-        .json(&json!({"username": "alice", "password": app::ALICE_PASSWORD}))
+        .json(&json!({"username": "alice", "password": ALICE_PASSWORD}))
         .send()
         .await
         .unwrap();
@@ -666,7 +673,7 @@ async fn oversized_headers_are_431_on_the_api_and_401_on_the_check() {
 async fn garbage_bodies_get_4xx_and_change_nothing() {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::TestRunner;
-    let app = ApiApp::start("").await;
+    let app = ApiApp::start().await;
     let t = app.tokens().await;
     let access = t["access_token"].as_str().unwrap().to_owned();
     let mut runner = TestRunner::deterministic();
@@ -687,16 +694,12 @@ async fn garbage_bodies_get_4xx_and_change_nothing() {
             "/auth/2fa/disable",
             "/auth/2fa/recovery-codes",
         ] {
-            let r = app
-                .http
-                .post(format!("{}{path}", app.base))
-                .bearer_auth(&access)
+            let req = Request::post(path)
+                .header("authorization", format!("Bearer {access}"))
                 .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await
+                .body(Body::from(body.clone()))
                 .unwrap();
-            let status = r.status().as_u16();
+            let status = app.call(req).await.status;
             assert!((400..500).contains(&status), "{path} {body:?} -> {status}");
         }
     }
@@ -707,4 +710,34 @@ async fn garbage_bodies_get_4xx_and_change_nothing() {
             .body["enabled"],
         false
     );
+}
+
+/// With the nethcti backend, its own login API is closed by default (a client there could
+/// guess passwords outside lockout and 2FA), whatever the token, however spelled.
+#[tokio::test]
+async fn the_nethcti_login_api_is_closed_by_default() {
+    use support::nethcti_sim::NethctiSim;
+    let sim = NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
+    let app = TestApp::builder()
+        .nethcti(&sim.url(), Duration::from_secs(2))
+        .start()
+        .await;
+    let r = app.login("alice", "secret").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = r.body["access_token"].as_str().unwrap().to_owned();
+    for path in [
+        "/authentication/login",
+        "/authentication/logout",
+        "/Authentication/login",
+        "/x/../authentication/login",
+        "/authentication%2Flogin",
+    ] {
+        for token in [None, Some(access.as_str())] {
+            let r = app.authz(path, token).await;
+            assert_eq!(r.status, 403, "{path}");
+            assert_eq!(r.body["error"], "access_denied", "{path}");
+            assert!(!r.headers.contains_key("www-authenticate"), "{path}");
+        }
+    }
+    assert_eq!(app.authz("/api/user/me", Some(&access)).await.status, 200);
 }

@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/nethcti_sim.rs"]
-mod nethcti_sim;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use authgate::backend::http::HttpBackend;
+use authgate::backend::http_post::HttpPostBackend;
 use authgate::backend::nethcti::{NethctiBackend, legacy_token};
 use authgate::backend::{BackendError, Verdict};
-use nethcti_sim::NethctiSim;
 use secrecy::{ExposeSecret, SecretString};
+use support::nethcti_sim::NethctiSim;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,7 +88,7 @@ fn crate_token_function_matches_spec_vector() {
     let nonce = "0123456789abcdef0123456789abcdef01234567";
     assert_eq!(
         legacy_token("zoë", &secret("pä:ss word"), nonce).expose_secret(),
-        nethcti_sim::legacy_token("zoë", "pä:ss word", nonce)
+        support::nethcti_sim::legacy_token("zoë", "pä:ss word", nonce)
     );
 }
 
@@ -392,14 +391,14 @@ fn bad_configuration_is_an_error_not_a_panic() {
         );
     }
     assert!(NethctiBackend::new("http://127.0.0.1:1", Duration::ZERO).is_err());
-    assert!(HttpBackend::new("http://user:pw@127.0.0.1/", TIMEOUT).is_err());
-    assert!(HttpBackend::new("http://127.0.0.1:1", Duration::ZERO).is_err());
+    assert!(HttpPostBackend::new("http://user:pw@127.0.0.1/", TIMEOUT).is_err());
+    assert!(HttpPostBackend::new("http://127.0.0.1:1", Duration::ZERO).is_err());
 }
 
 #[tokio::test]
 async fn http_backend_verdicts() {
     let sim = sim().await;
-    let backend = HttpBackend::new(&format!("{}/plain/login", sim.url()), TIMEOUT).unwrap();
+    let backend = HttpPostBackend::new(&format!("{}/plain/login", sim.url()), TIMEOUT).unwrap();
     assert!(matches!(
         backend.authenticate("alice", &secret("secret")).await,
         Ok(Verdict::Accepted { ref user, credential: None }) if user == "alice"
@@ -442,7 +441,7 @@ async fn http_backend_timeout_and_connection_failure() {
     let sim = sim().await;
     sim.set_delay(Duration::from_secs(3));
     let url = format!("{}/plain/login", sim.url());
-    let backend = HttpBackend::new(&url, Duration::from_millis(300)).unwrap();
+    let backend = HttpPostBackend::new(&url, Duration::from_millis(300)).unwrap();
     let started = Instant::now();
     assert!(matches!(
         backend.authenticate("alice", &secret("secret")).await,

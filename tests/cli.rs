@@ -8,6 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::process::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 fn run(args: &[&str], dir: &Path, stdin: &str) -> (i32, String, String) {
@@ -31,14 +34,6 @@ fn run(args: &[&str], dir: &Path, stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -98,6 +93,53 @@ fn check_config_exits_64_naming_the_key() {
         .0,
         64
     );
+}
+
+/// What `serve` would refuse at start-up because of the configuration, `check-config` refuses
+/// first, naming the key (without I/O: nothing here exists or listens).
+#[test]
+fn check_config_refuses_what_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (text, key) in [
+        ("[store]\nkind = \"redis\"\n", "store.url"),
+        (
+            "[store]\nkind = \"redis\"\nurl = \"redis://:hunter2@h:port\"\n",
+            "store.url",
+        ),
+        (
+            "[backend]\nkind = \"http\"\nurl = \"http://user:pw@h/login\"\n",
+            "backend.url",
+        ),
+        (
+            "[backend]\nkind = \"nethcti\"\ntimeout = \"0s\"\n",
+            "backend.timeout",
+        ),
+        (
+            "[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\nmethods = []\n",
+            "policy.routes[0].methods",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = run(
+            &["check-config", "--config", path.to_str().unwrap()],
+            dir.path(),
+            "",
+        );
+        assert_eq!(code, 64, "{text}");
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(!format!("{out}{err}").contains("hunter2"), "{text}: {err}");
+    }
+    // user-add manages the file backend's users; with another backend there is no users file.
+    std::fs::write(&path, "[backend]\nkind = \"nethcti\"\n").unwrap();
+    let (code, _, err) = run(
+        &["user-add", "bob", "--config", path.to_str().unwrap()],
+        dir.path(),
+        "pw\n",
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("backend.kind"), "{err}");
+    assert!(!dir.path().join("data/users").exists());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `kill -9` in the middle of writes loses no confirmed write: every logout that answered 204
 //! before the kill is still a revocation after a restart on the same embedded store, and so
 //! is a confirmed 2FA enrollment.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,19 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "support/totp.rs"]
-mod totp;
-use totp::totp;
+mod support;
+use support::process::free_port;
+use support::totp::totp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server {
     child: Child,
@@ -109,10 +101,8 @@ async fn kill_9_mid_write_loses_no_confirmed_revocation() {
         .await
         .unwrap();
     let secret = enroll["secret"].as_str().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    // The server runs on the system clock in another process.
+    let now = authgate::clock::Clock::system().now();
     let confirm = c
         .post(format!("{}/auth/2fa/confirm", server.base))
         .bearer_auth(&bob_access)

@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
+mod support;
 
-use common::{envoy_bin, on_path, repo_path};
+use support::process::{envoy_bin, on_path, repo_path};
 
 use authgate::clock::Clock;
-use authgate::config::{BackendKind, Config, StoreKind};
+use authgate::config::{BackendConfig, BackendKind, Config, StoreKind};
 use authgate::token::{Kind, TokenService, keys};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -202,11 +202,14 @@ fn configmap_carries_deploy_authgate_toml_and_authgate_accepts_it() {
     assert!(cfg.listen.http.ip().is_loopback(), "{}", cfg.listen.http);
     assert_eq!(cfg.listen.grpc.port(), 9191);
     assert_eq!(cfg.listen.http.port(), 8080);
-    assert_eq!(cfg.backend.kind, BackendKind::Nethcti);
-    assert_eq!(cfg.backend.url, "http://127.0.0.1:8179");
+    assert_eq!(cfg.backend.kind(), BackendKind::Nethcti);
+    let BackendConfig::Nethcti(nethcti) = &cfg.backend else {
+        panic!("{:?}", cfg.backend)
+    };
+    assert_eq!(nethcti.url, "http://127.0.0.1:8179");
     // Replicas share state through the Redis Service of deploy/redis.yaml.
-    assert_eq!(cfg.store.kind, StoreKind::Redis);
-    let url = cfg.store.url.as_deref().unwrap_or_default();
+    assert!(matches!(cfg.store.kind, StoreKind::Redis { .. }));
+    let url = cfg.store.redis_url().unwrap_or_default();
     assert!(url.contains("authgate-redis:6379"), "store.url = {url}");
     // The keys Secret is mounted where authgate looks for keys.
     assert_eq!(
@@ -244,7 +247,7 @@ fn configmap_carries_deploy_authgate_toml_and_authgate_accepts_it() {
     )
     .unwrap_or_else(|e| panic!("the Deployment's AUTHGATE_STORE__URL is refused: {e}"));
     assert_eq!(
-        with_password.store.url.as_deref(),
+        with_password.store.redis_url(),
         Some("redis://:0123abcd@authgate-redis:6379/0")
     );
     let embedded_store = Config::load(

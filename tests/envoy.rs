@@ -1,12 +1,12 @@
 //! The real Envoy, run with the shipped `envoy/envoy-grpc.yaml` and `envoy/envoy-http.yaml`
 //! (ports templated), in front of an in-process authgate and an echo upstream. Each test starts
-//! its own stack and runs the whole table of checks in `common`, reporting every failure.
+//! its own stack and runs the whole table of checks in `support::proxy`, reporting every failure.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::{Check, ProxyKind, Stack};
+use support::proxy::{Check, ProxyKind, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_grpc_ext_authz() {

@@ -2,22 +2,21 @@
 //! rotation and reuse, revocation, lockout, restart, the nethcti backend through the legacy
 //! simulator, and the security log with no secret in it. TOTP codes come from an RFC 6238
 //! implementation written here, not from the code under test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
-#[path = "support/app.rs"]
-mod app;
-#[path = "support/nethcti_sim.rs"]
-mod nethcti_sim;
-#[path = "support/totp.rs"]
-mod totp;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use app::{ALICE_PASSWORD, T0, TestApp};
+use authgate::config::Access;
+use axum::body::Body;
+use axum::http::Request;
 use serde_json::{Value, json};
-use totp::totp;
+use support::app::{ALICE_PASSWORD, TestApp, routes};
+use support::nethcti_sim::NethctiSim;
+use support::totp::totp;
 
 /// Everything authgate logs in this test binary, as JSON lines.
 fn log() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -80,7 +79,7 @@ fn independent_totp_matches_rfc6238() {
 
 async fn start() -> TestApp {
     log();
-    TestApp::start("").await
+    TestApp::start().await
 }
 
 async fn tokens(app: &TestApp) -> (String, String) {
@@ -161,7 +160,10 @@ async fn mfa_token(app: &TestApp) -> String {
 async fn two_factor_enrollment_login_replay_and_recovery() {
     log();
     // This test makes more wrong-code attempts than the default lockout allows.
-    let app = TestApp::start("[lockout]\nmax_failures = 20\n").await;
+    let app = TestApp::builder()
+        .config(|c| c.lockout.max_failures = 20)
+        .start()
+        .await;
     let (access, _) = tokens(&app).await;
     let (secret, codes) = enable_2fa(&app, &access).await;
     // Enabling 2FA revoked the password-only session.
@@ -316,7 +318,16 @@ async fn two_factor_enrollment_login_replay_and_recovery() {
 #[tokio::test]
 async fn mfa_routes_need_the_second_factor() {
     log();
-    let app = TestApp::start("[[policy.routes]]\npath_prefix = \"/admin\"\naccess = \"mfa\"\n[[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n[[policy.routes]]\npath_prefix = \"/\"\naccess = \"token\"\n").await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.policy.routes = routes(&[
+                ("/admin", Access::Mfa),
+                ("/auth/", Access::Public),
+                ("/", Access::Token),
+            ])
+        })
+        .start()
+        .await;
     let (access, _) = tokens(&app).await;
     let denied = app.authz("/admin/x", Some(&access)).await;
     assert_eq!(denied.status, 403);
@@ -436,12 +447,15 @@ async fn lockout_per_user_and_per_address() {
 async fn lockout_counts_the_address_across_users_and_trusts_only_proxies() {
     let app = start().await;
     let login_from = |ip: &'static str, user: &'static str| {
-        let req = app
-            .http
-            .post(format!("{}/auth/login", app.base))
+        let req = Request::post("/auth/login")
             .header("x-forwarded-for", format!("203.0.113.9, {ip}"))
-            .json(&json!({"username": user, "password": "nope"}));
-        async move { req.send().await.unwrap().status().as_u16() }
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"username": user, "password": "nope"}).to_string(),
+            ))
+            .unwrap();
+        let app = &app;
+        async move { app.call(req).await.status }
     };
     // The peer (loopback) is a trusted proxy: the last X-Forwarded-For hop is the client.
     for user in ["u1", "u2", "u3", "u4", "u5"] {
@@ -486,21 +500,18 @@ async fn state_survives_a_restart() {
     );
 }
 
-async fn nethcti_app(sim: &nethcti_sim::NethctiSim, timeout: &str) -> TestApp {
+async fn nethcti_app(sim: &NethctiSim, timeout: Duration) -> TestApp {
     log();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"nethcti\"\nurl = \"{}\"\ntimeout = \"{timeout}\"\n",
-        sim.url()
-    );
-    TestApp::start_with(dir, config, authgate::clock::Clock::manual(T0)).await
+    TestApp::builder()
+        .nethcti(&sim.url(), timeout)
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn nethcti_backend_credential_is_sealed_and_injected() {
-    let sim =
-        nethcti_sim::NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
-    let app = nethcti_app(&sim, "2s").await;
+    let sim = NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
+    let app = nethcti_app(&sim, Duration::from_secs(2)).await;
     let r = app.login("alice", "wrong").await;
     assert_eq!(r.status, 401);
     let r = app.login("alice", "secret").await;
@@ -568,9 +579,8 @@ async fn nethcti_backend_credential_is_sealed_and_injected() {
 
 #[tokio::test]
 async fn slow_backend_gives_503_within_the_timeout() {
-    let sim =
-        nethcti_sim::NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
-    let app = nethcti_app(&sim, "500ms").await;
+    let sim = NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
+    let app = nethcti_app(&sim, Duration::from_millis(500)).await;
     let access = app.login("alice", "secret").await.body["access_token"]
         .as_str()
         .unwrap()

@@ -3,25 +3,20 @@
 //! aliases (extension number, `user@domain`, case) must not dodge 2FA or the lockout;
 //! backends handing back unusable user names; logins racing a user-wide revocation;
 //! concurrent guesses past the lockout limit; and a browser's harmless double refresh.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
-#[path = "support/app.rs"]
-mod app;
-#[path = "support/nethcti_sim.rs"]
-mod nethcti_sim;
-#[path = "support/redis.rs"]
-mod redis_server;
-#[path = "support/totp.rs"]
-mod totp;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use app::{T0, TestApp};
-use nethcti_sim::NethctiSim;
+use authgate::config::{BackendConfig, RemoteBackendConfig};
 use serde_json::{Value, json};
-use totp::totp;
+use support::app::{TestApp, TestAppBuilder};
+use support::nethcti_sim::NethctiSim;
+use support::redis::RedisServer;
+use support::totp::totp;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -64,26 +59,30 @@ fn security_events() -> Vec<Value> {
         .collect()
 }
 
-/// An app on the nethcti backend at `sim`; `extra` TOML is appended.
-async fn nethcti_app(sim: &NethctiSim, extra: &str) -> TestApp {
+/// An app on the nethcti backend at `sim`.
+fn nethcti_app(sim: &NethctiSim) -> TestAppBuilder {
     log();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"nethcti\"\nurl = \"{}\"\ntimeout = \"5s\"\n{extra}",
-        sim.url()
-    );
-    TestApp::start_with(dir, config, authgate::clock::Clock::manual(T0)).await
+    TestApp::builder().nethcti(&sim.url(), Duration::from_secs(5))
 }
 
 /// An app on the `http` backend kind, pointed at the simulator's `/plain/login`.
-async fn http_app(sim: &NethctiSim, extra: &str) -> TestApp {
+fn http_app(sim: &NethctiSim) -> TestAppBuilder {
     log();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"http\"\nurl = \"{}/plain/login\"\ntimeout = \"5s\"\n{extra}",
-        sim.url()
-    );
-    TestApp::start_with(dir, config, authgate::clock::Clock::manual(T0)).await
+    let url = format!("{}/plain/login", sim.url());
+    TestApp::builder().config(|c| {
+        c.backend = BackendConfig::Http(RemoteBackendConfig {
+            url,
+            timeout: Duration::from_secs(5),
+        })
+    })
+}
+
+/// The store of a test that runs on both: embedded, or the Redis at `redis`.
+fn on_store(app: TestAppBuilder, redis: Option<&RedisServer>) -> TestAppBuilder {
+    match redis {
+        Some(server) => app.redis(&server.url()),
+        None => app,
+    }
 }
 
 /// One HTTP call from client address `ip` (the loopback peer is a trusted proxy, so the last
@@ -151,7 +150,7 @@ async fn enable_2fa(app: &TestApp, access: &str) -> String {
 async fn alias_login_of_a_2fa_user_needs_the_second_factor_and_sub_is_canonical() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
     sim.set_extension("alice", "201");
-    let app = nethcti_app(&sim, "").await;
+    let app = nethcti_app(&sim).start().await;
 
     // Logging in by extension number gives alice's session, under alice's name.
     let r = app.login("201", "secret").await;
@@ -202,7 +201,7 @@ async fn alias_login_of_a_2fa_user_needs_the_second_factor_and_sub_is_canonical(
 async fn failures_under_aliases_share_one_lockout_bucket() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
     sim.set_extension("alice", "201");
-    let app = nethcti_app(&sim, "").await;
+    let app = nethcti_app(&sim).start().await;
     // Five wrong passwords, each under another spelling and from another address (so the
     // per-address counter stays out of it).
     let spellings = [
@@ -239,7 +238,10 @@ async fn unusable_user_names_from_a_backend_are_refused() {
     )
     .await;
     // The `http` backend accepts the name as typed.
-    let app = http_app(&sim, "[lockout]\nmax_failures = 50\n").await;
+    let app = http_app(&sim)
+        .config(|c| c.lockout.max_failures = 50)
+        .start()
+        .await;
     let ok = app.login("nobody", "pw").await;
     let r = app.login("ev\u{7f}il", "pw").await;
     assert_eq!(r.status, 401, "{}", r.body);
@@ -247,7 +249,10 @@ async fn unusable_user_names_from_a_backend_are_refused() {
     // nethcti: the canonical name comes from /user/me after an alias login.
     sim.set_extension("bad\u{1}name", "301");
     sim.set_extension(&long, "302");
-    let app = nethcti_app(&sim, "[lockout]\nmax_failures = 50\n").await;
+    let app = nethcti_app(&sim)
+        .config(|c| c.lockout.max_failures = 50)
+        .start()
+        .await;
     for ext in ["301", "302"] {
         let r = app.login(ext, "pw").await;
         assert_eq!(r.status, 401, "{ext}: {}", r.body);
@@ -270,10 +275,13 @@ async fn unusable_user_names_from_a_backend_are_refused() {
 // ---------------------------------------------------------------------------------------
 // C. Logins racing a user-wide revocation leave no password-only session behind.
 
-async fn logins_racing_confirm_leave_no_password_only_session(store: &str) {
+async fn logins_racing_confirm_leave_no_password_only_session(redis: Option<&RedisServer>) {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
     // Attempts in flight count towards the lockout limit: room for the whole burst.
-    let app = http_app(&sim, &format!("[lockout]\nmax_failures = 100\n{store}")).await;
+    let app = on_store(http_app(&sim), redis)
+        .config(|c| c.lockout.max_failures = 100)
+        .start()
+        .await;
     let access = str_of(&app.login("alice", "secret").await.body, "access_token");
     let e = app
         .send("POST", "/auth/2fa/enroll", None, Some(&access))
@@ -354,24 +362,26 @@ async fn logins_racing_confirm_leave_no_password_only_session(store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_racing_confirm_embedded() {
-    logins_racing_confirm_leave_no_password_only_session("").await;
+    logins_racing_confirm_leave_no_password_only_session(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_racing_confirm_redis() {
-    let redis = redis_server::RedisServer::start();
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
-    logins_racing_confirm_leave_no_password_only_session(&store).await;
+    let redis = RedisServer::start();
+    logins_racing_confirm_leave_no_password_only_session(Some(&redis)).await;
 }
 
 // ---------------------------------------------------------------------------------------
 // D. Concurrent guesses cannot overrun the lockout.
 
-async fn concurrent_password_guesses_stop_at_the_limit(store: &str) {
+async fn concurrent_password_guesses_stop_at_the_limit(redis: Option<&RedisServer>) {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
     // Every backend answer takes a while, so the whole burst is in flight at once.
     sim.set_delay(Duration::from_millis(300));
-    let app = nethcti_app(&sim, &format!("[lockout]\nmax_failures = 5\n{store}")).await;
+    let app = on_store(nethcti_app(&sim), redis)
+        .config(|c| c.lockout.max_failures = 5)
+        .start()
+        .await;
     const GUESSES: usize = 50;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..GUESSES {
@@ -418,20 +428,22 @@ async fn concurrent_password_guesses_stop_at_the_limit(store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_password_guesses_stop_at_the_limit_embedded() {
-    concurrent_password_guesses_stop_at_the_limit("").await;
+    concurrent_password_guesses_stop_at_the_limit(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_password_guesses_stop_at_the_limit_redis() {
-    let redis = redis_server::RedisServer::start();
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
-    concurrent_password_guesses_stop_at_the_limit(&store).await;
+    let redis = RedisServer::start();
+    concurrent_password_guesses_stop_at_the_limit(Some(&redis)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_otp_guesses_stop_at_the_limit() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
-    let app = http_app(&sim, "[lockout]\nmax_failures = 5\n").await;
+    let app = http_app(&sim)
+        .config(|c| c.lockout.max_failures = 5)
+        .start()
+        .await;
     let access = str_of(&app.login("alice", "secret").await.body, "access_token");
     let secret = enable_2fa(&app, &access).await;
     app.clock.advance(30);
@@ -483,7 +495,7 @@ async fn concurrent_otp_guesses_stop_at_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
-    let app = http_app(&sim, "").await;
+    let app = http_app(&sim).start().await;
     let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
     const REFRESHES: usize = 5;
     let mut tasks = tokio::task::JoinSet::new();
@@ -535,7 +547,7 @@ async fn concurrent_refreshes_within_the_grace_get_the_same_pair() {
 #[tokio::test]
 async fn reuse_after_the_grace_revokes_the_session() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
-    let app = http_app(&sim, "").await;
+    let app = http_app(&sim).start().await;
     let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
     let r = app
         .post("/auth/refresh", json!({"refresh_token": refresh}))
@@ -560,7 +572,10 @@ async fn reuse_after_the_grace_revokes_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_grace_a_double_refresh_is_reuse() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
-    let app = http_app(&sim, "[tokens]\nrefresh_reuse_grace = \"0s\"\n").await;
+    let app = http_app(&sim)
+        .config(|c| c.tokens.refresh_reuse_grace = Duration::ZERO)
+        .start()
+        .await;
     let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
     let r = app
         .post("/auth/refresh", json!({"refresh_token": refresh}))
@@ -579,7 +594,7 @@ async fn without_a_grace_a_double_refresh_is_reuse() {
 #[tokio::test]
 async fn a_long_refreshed_session_is_still_revoked_with_the_user() {
     let sim = NethctiSim::start(&[("alice", "secret")], HOUR).await;
-    let app = http_app(&sim, "").await;
+    let app = http_app(&sim).start().await;
     let refresh = str_of(&app.login("alice", "secret").await.body, "refresh_token");
     app.clock.advance(20 * 86400);
     let r = app

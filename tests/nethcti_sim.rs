@@ -3,14 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/nethcti_sim.rs"]
-mod nethcti_sim;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
-use nethcti_sim::{NethctiSim, legacy_token};
 use reqwest::StatusCode;
+use support::nethcti_sim::{NethctiSim, legacy_token};
 
 const VECTOR_NONCE: &str = "a4b888b2d096249ce5b5ad63413842d5df335f17";
 const VECTOR_TOKEN: &str = "15372d36008c1fd11c4a362b373529f72bfeaca2";

@@ -1,12 +1,12 @@
 //! The real nginx (`auth_request`), run with the shipped `nginx/nginx.conf` (ports templated,
 //! everything it writes under a temporary `-p` prefix), in front of an in-process authgate and
-//! an echo upstream. One stack, the whole table of checks in `common`.
+//! an echo upstream. One stack, the whole table of checks in `support::proxy`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::{Check, ProxyKind, Stack};
+use support::proxy::{Check, ProxyKind, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request() {

@@ -3,15 +3,14 @@
 //! writes and versions, atomic compare-and-swap across connections), and outages: a killed,
 //! a frozen and a silently unreachable Redis give `Unavailable` within 2 s, and the same store
 //! recovers once Redis is back.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "support/redis.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+mod support;
+use support::redis::RedisServer;
 
 use authgate::clock::Clock;
 use authgate::store::redis::RedisStore;

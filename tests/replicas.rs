@@ -3,37 +3,22 @@
 //! revocation set while login and refresh answer 503; after Redis returns, state resyncs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/app.rs"]
-mod app;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use app::{ALICE_PASSWORD, TestApp};
-use redis_server::RedisServer;
 use serde_json::json;
+use support::app::{ALICE_PASSWORD, TestApp};
+use support::redis::RedisServer;
 
 /// Replica `n`: its own directory, the keys of the first replica (as from a Kubernetes
 /// Secret), state in the shared Redis.
 async fn replica(redis: &RedisServer, keys_from: Option<&TestApp>) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let mut builder = TestApp::builder().redis(&redis.url());
     if let Some(first) = keys_from {
-        let from = first.dir.path().join("data/keys");
-        std::fs::create_dir_all(data.join("keys")).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), data.join("keys").join(entry.file_name())).unwrap();
-        }
+        builder = builder.keys_from(first);
     }
-    let users = dir.path().join("users");
-    authgate::backend::file::set_user(&users, "alice", ALICE_PASSWORD).unwrap();
-    let config = format!(
-        "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[backend]\nkind = \"file\"\nusers_file = {users:?}\n[store]\nkind = \"redis\"\nurl = \"{}\"\npath = {data:?}\n",
-        redis.url()
-    );
-    TestApp::start_with(dir, config, authgate::clock::Clock::manual(app::T0)).await
+    builder.start().await
 }
 
 async fn within<F, Fut>(limit: Duration, mut probe: F) -> Duration
@@ -77,25 +62,8 @@ async fn redis_outage_keeps_checks_going_and_resyncs_after() {
     let mut redis = RedisServer::start();
     let a = replica(&redis, None).await;
     let b = replica(&redis, Some(&a)).await;
-    let login = |app: &TestApp| {
-        let app_base = app.base.clone();
-        let http = app.http.clone();
-        async move {
-            let r = http
-                .post(format!("{app_base}/auth/login"))
-                .json(&json!({"username": "alice", "password": ALICE_PASSWORD}))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (
-                status,
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-    };
-    let (_, t1) = login(&a).await;
-    let (_, t2) = login(&a).await;
+    let t1 = a.login("alice", ALICE_PASSWORD).await.body;
+    let t2 = a.login("alice", ALICE_PASSWORD).await.body;
     let live = t1["access_token"].as_str().unwrap().to_owned();
     let refresh = t1["refresh_token"].as_str().unwrap().to_owned();
     let revoked = t2["access_token"].as_str().unwrap().to_owned();
@@ -116,7 +84,7 @@ async fn redis_outage_keeps_checks_going_and_resyncs_after() {
         assert_eq!(app.authz("/api", Some(&live)).await.status, 200);
         assert_eq!(app.authz("/api", Some(&revoked)).await.status, 401);
         // Login and refresh need the store.
-        assert_eq!(login(app).await.0, 503);
+        assert_eq!(app.login("alice", ALICE_PASSWORD).await.status, 503);
         assert_eq!(
             app.post("/auth/refresh", json!({"refresh_token": refresh}))
                 .await

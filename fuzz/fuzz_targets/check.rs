@@ -30,11 +30,14 @@ use authgate::decision::{Allow, Checker, Decision, Denial, Request};
 use authgate::policy::{self, Policy};
 use authgate::revocation::Revocations;
 use authgate::token::{Kind, TokenService};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::ext_authz::v3::pb::HttpResponse;
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
+
+// The hostile-token builders of the tests, one source for both (only a part is used here).
+#[allow(dead_code)]
+#[path = "../../tests/support/hostile.rs"]
+mod hostile;
 
 const T0: u64 = 1_800_000_000;
 const TTL: u64 = 900;
@@ -233,7 +236,7 @@ impl Fixture {
 
     /// A segment (0 header, 1 payload, 2 signature) of a minted token.
     fn segment(&self, m: Minted, i: usize) -> &str {
-        self.token(m).split('.').nth(i).unwrap_or("")
+        hostile::segment(self.token(m), i)
     }
 }
 
@@ -265,11 +268,10 @@ fn fixture() -> &'static Fixture {
             minted.push(t);
         }
         clock.set(T0);
-        let header = minted[0].split('.').next().unwrap_or("");
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("b64 header"))
-                .expect("json header");
-        let kid = header["kid"].as_str().expect("kid").to_owned();
+        let kid = hostile::jwt_part(&minted[0], 0)["kid"]
+            .as_str()
+            .expect("kid")
+            .to_owned();
         let revocations = Revocations::new(clock.clone());
         for s in SPECS.iter().filter(|s| s.revoked) {
             revocations.revoke(s.sid, LATER + TTL + LEEWAY);
@@ -381,11 +383,10 @@ impl TokenPart {
                 header,
                 payload,
                 signature,
-            } => format!(
-                "{}.{}.{}",
+            } => hostile::compact(
                 f.segment(*header, 0),
                 f.segment(*payload, 1),
-                f.segment(*signature, 2)
+                f.segment(*signature, 2),
             ),
             TokenPart::Forged(forged) => forged.render(f),
             TokenPart::Raw(s) => s.clone(),
@@ -466,7 +467,7 @@ enum ForgedSig {
 
 impl Forged {
     fn render(&self, f: &Fixture) -> String {
-        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        use hostile::{b64json, b64url};
         let header = match &self.header {
             ForgedHeader::Fields { alg, typ, kid } => {
                 let mut h = serde_json::Map::new();
@@ -503,9 +504,9 @@ impl Forged {
                         h.insert("kid".into(), s.clone().into());
                     }
                 }
-                b64(serde_json::Value::Object(h).to_string().as_bytes())
+                b64json(&serde_json::Value::Object(h))
             }
-            ForgedHeader::Raw(s) => b64(s.as_bytes()),
+            ForgedHeader::Raw(s) => b64url(s.as_bytes()),
         };
         let payload = match &self.payload {
             ForgedPayload::Of(m) => f.segment(*m, 1).to_owned(),
@@ -539,16 +540,16 @@ impl Forged {
                 if let Some(cred) = cred {
                     c["cred"] = cred.clone().into();
                 }
-                b64(c.to_string().as_bytes())
+                b64json(&c)
             }
-            ForgedPayload::Raw(s) => b64(s.as_bytes()),
+            ForgedPayload::Raw(s) => b64url(s.as_bytes()),
         };
         let signature = match &self.signature {
             ForgedSig::Of(m) => f.segment(*m, 2).to_owned(),
             ForgedSig::Empty => String::new(),
-            ForgedSig::Raw(bytes) => b64(bytes),
+            ForgedSig::Raw(bytes) => b64url(bytes),
         };
-        format!("{header}.{payload}.{signature}")
+        hostile::compact(&header, &payload, &signature)
     }
 }
 
@@ -811,13 +812,17 @@ struct Headers {
     cookie: Option<String>,
 }
 
-impl policy::Headers for Headers {
+impl authgate::credentials::Headers for Headers {
     fn get(&self, name: &str) -> Option<&str> {
         match name {
             "authorization" => self.authorization.as_deref(),
             "cookie" => self.cookie.as_deref(),
             _ => None,
         }
+    }
+
+    fn repeated(&self, _: &str) -> bool {
+        false
     }
 }
 
@@ -827,10 +832,10 @@ impl policy::Headers for Headers {
 /// Whether a token minted at `iat` (valid `TTL`) passes the time checks at `now`.
 fn current(iat: u64, now: u64) -> Result<(), Denial> {
     if now > iat + TTL + LEEWAY {
-        return Err(Denial::InvalidToken("token expired"));
+        return Err(Denial::Expired);
     }
     if iat > now + LEEWAY {
-        return Err(Denial::InvalidToken("token not yet valid"));
+        return Err(Denial::NotYetValid);
     }
     Ok(())
 }
@@ -838,14 +843,14 @@ fn current(iat: u64, now: u64) -> Result<(), Denial> {
 /// The decision for exactly `Authorization: Bearer <minted>` on a route needing `access`.
 fn expected(s: &Spec, access: Access, now: u64) -> Result<(), Denial> {
     if !s.ours {
-        return Err(Denial::InvalidToken("unknown signing key"));
+        return Err(Denial::Invalid(authgate::token::Invalid::UnknownKey));
     }
     current(s.iat, now)?;
     if s.kind != Kind::Access {
-        return Err(Denial::NotAccessToken);
+        return Err(Denial::WrongKind);
     }
     if s.revoked {
-        return Err(Denial::InvalidToken("token revoked"));
+        return Err(Denial::Revoked);
     }
     if access == Access::Mfa && !s.amr.contains(&"otp") {
         return Err(Denial::MfaRequired);
@@ -892,7 +897,8 @@ fn readings(raw_path: &str) -> [String; 2] {
 
 fn check_denial(d: Denial) {
     assert!(matches!(d.status(), 401 | 403), "status of {d:?}");
-    let www = d.www_authenticate();
+    // The fuzz policy closes no route, so every denial has a challenge.
+    let www = d.www_authenticate().expect("a WWW-Authenticate challenge");
     assert!(
         http::HeaderValue::from_str(&www).is_ok(),
         "WWW-Authenticate is no header value: {www:?}"
@@ -901,7 +907,7 @@ fn check_denial(d: Denial) {
     let body: serde_json::Value = serde_json::from_str(&d.json_body()).expect("JSON body");
     assert!(body["error"].is_string(), "{body}");
     assert!(body["error_description"].is_string(), "{body}");
-    assert!(!d.label().is_empty());
+    assert!(!d.outcome().label().is_empty());
 }
 
 /// The request as sent and what the policy says about it.
@@ -1001,22 +1007,22 @@ fn check_allow(a: &Allow, c: &Case<'_>) {
 fn lone_token(
     f: &Fixture,
     c: &Case<'_>,
-    sources: &authgate::config::TokenSources,
+    sources: &authgate::credentials::Sources,
     headers: &Headers,
 ) -> Option<(Minted, &'static str)> {
     let find = |text: &str| ALL_MINTED.into_iter().find(|m| f.token(*m) == text);
     match (&headers.authorization, &headers.cookie) {
-        (Some(auth), _) if sources.header => {
+        (Some(auth), _) if sources.header() => {
             find(auth.strip_prefix("Bearer ")?).map(|m| (m, "header"))
         }
-        (None, Some(cookie)) if !sources.cookie.is_empty() => {
+        (None, Some(cookie)) if sources.cookie().is_some() => {
             let (name, value) = cookie.split_once('=')?;
-            (name == sources.cookie)
+            (Some(name) == sources.cookie())
                 .then(|| find(value))
                 .flatten()
                 .map(|m| (m, "cookie"))
         }
-        (None, None) if sources.query.iter().any(|q| q == "access_token") => {
+        (None, None) if sources.query().iter().any(|q| q == "access_token") => {
             let (_, query) = c.path.split_once('?')?;
             find(query.strip_prefix("access_token=")?).map(|m| (m, "query"))
         }
@@ -1032,7 +1038,12 @@ fn trace() -> bool {
 
 fn outcome(decision: &Decision) -> String {
     match decision {
-        Decision::Deny(d) => format!("deny {} {} ({})", d.status(), d.label(), d.description()),
+        Decision::Deny(d) => format!(
+            "deny {} {} ({})",
+            d.status(),
+            d.outcome().label(),
+            d.description()
+        ),
         Decision::Allow(a) => format!(
             "allow {} cookie_rewritten={} query_removed={:?}",
             a.session.as_deref().unwrap_or("(public)"),
@@ -1078,7 +1089,7 @@ fuzz_target!(|input: Input| {
         cookie: headers.cookie.as_deref(),
         now,
         access: route.access,
-        route_cookie: &route.sources.cookie,
+        route_cookie: route.sources.cookie().unwrap_or(""),
         query_names: f.checker.policy.all_query_sources().collect(),
     };
 

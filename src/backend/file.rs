@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
 use argon2::Argon2;
@@ -40,7 +42,9 @@ struct Loaded {
 
 pub struct FileBackend {
     path: PathBuf,
-    loaded: Mutex<Loaded>,
+    /// The users as last read, and the file's modification time then. Re-read when the file
+    /// changes; two logins racing to re-read it both store the same content.
+    loaded: ArcSwap<Loaded>,
     /// argon2id takes 19 MiB and tens of milliseconds per check: a few at a time, so a burst
     /// of logins queues instead of taking all memory and every core.
     hashing: tokio::sync::Semaphore,
@@ -65,7 +69,7 @@ impl FileBackend {
     pub fn open(path: &Path) -> Result<Self, BackendError> {
         let backend = Self {
             path: path.to_owned(),
-            loaded: Mutex::new(Loaded {
+            loaded: ArcSwap::from_pointee(Loaded {
                 modified: None,
                 users: Arc::default(),
             }),
@@ -82,17 +86,17 @@ impl FileBackend {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .map_err(|e| unavailable(&self.path, e))?;
-        let mut loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| BackendError::Unavailable("users file lock".into()))?;
-        if loaded.modified != Some(modified) {
-            let text =
-                std::fs::read_to_string(&self.path).map_err(|e| unavailable(&self.path, e))?;
-            loaded.users = Arc::new(parse(&text));
-            loaded.modified = Some(modified);
+        let loaded = self.loaded.load();
+        if loaded.modified == Some(modified) {
+            return Ok(loaded.users.clone());
         }
-        Ok(loaded.users.clone())
+        let text = std::fs::read_to_string(&self.path).map_err(|e| unavailable(&self.path, e))?;
+        let users = Arc::new(parse(&text));
+        self.loaded.store(Arc::new(Loaded {
+            modified: Some(modified),
+            users: users.clone(),
+        }));
+        Ok(users)
     }
 
     pub async fn authenticate(

@@ -5,12 +5,12 @@
 //! password or a credential.
 
 pub mod file;
-pub mod http;
+pub mod http_post;
 pub mod nethcti;
 
 use secrecy::SecretString;
 
-use crate::config::{self, BackendKind};
+use crate::config::BackendConfig;
 
 /// The backend's answer to a password.
 pub enum Verdict {
@@ -35,18 +35,31 @@ pub enum BackendError {
 pub enum Backend {
     File(file::FileBackend),
     Nethcti(nethcti::NethctiBackend),
-    Http(http::HttpBackend),
+    Http(http_post::HttpPostBackend),
 }
 
 impl Backend {
-    pub fn from_config(cfg: &config::Backend) -> Result<Self, BackendError> {
-        Ok(match cfg.kind {
-            BackendKind::File => Backend::File(file::FileBackend::open(&cfg.users_file)?),
-            BackendKind::Nethcti => {
-                Backend::Nethcti(nethcti::NethctiBackend::new(&cfg.url, cfg.timeout)?)
+    /// Builds the configured backend. Once [`crate::config::Config::validate`] has passed,
+    /// only I/O can fail here (the `file` backend reads its users file).
+    pub fn from_config(cfg: &BackendConfig) -> Result<Self, BackendError> {
+        Ok(match cfg {
+            BackendConfig::File(f) => Backend::File(file::FileBackend::open(&f.users_file)?),
+            BackendConfig::Nethcti(r) => {
+                Backend::Nethcti(nethcti::NethctiBackend::new(&r.url, r.timeout)?)
             }
-            BackendKind::Http => Backend::Http(http::HttpBackend::new(&cfg.url, cfg.timeout)?),
+            BackendConfig::Http(r) => {
+                Backend::Http(http_post::HttpPostBackend::new(&r.url, r.timeout)?)
+            }
         })
+    }
+
+    /// The backend's own login routes: a client reaching them through the proxy could guess
+    /// passwords outside lockout and 2FA, so the policy closes them.
+    pub fn own_login_routes(&self) -> &'static [&'static str] {
+        match self {
+            Backend::Nethcti(_) => nethcti::LOGIN_ROUTES,
+            Backend::File(_) | Backend::Http(_) => &[],
+        }
     }
 
     pub async fn authenticate(

@@ -16,13 +16,17 @@
 
 use std::time::Duration;
 
+/// nethcti-server's own authentication API (`/authentication/login`, `/logout`, ...).
+pub const LOGIN_ROUTES: &[&str] = &["/authentication/"];
+
 use aws_lc_rs::hmac;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{LoginBody, build_client, parse_url, transport_error};
+use super::http_post::{LoginBody, build_client, parse_url, transport_error};
 use super::{BackendError, Verdict};
+use crate::config::BackendKind;
 
 /// Length of the nonce nethcti-server sends: 20 random bytes in lowercase hex.
 const NONCE_LEN: usize = 40;
@@ -53,12 +57,7 @@ impl NethctiBackend {
     /// `http://127.0.0.1:8179`, or `https://host/webrest` behind a proxy); `timeout` bounds
     /// each request from connect to the end of the response.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let base = parse_url(base_url)?;
-        if base.query().is_some() {
-            return Err(BackendError::Unavailable(
-                "nethcti url must not have a query".to_owned(),
-            ));
-        }
+        let base = parse_url(BackendKind::Nethcti, base_url)?;
         let endpoint = |suffix: &str| {
             let mut url = base.clone();
             let path = format!("{}{suffix}", base.path().trim_end_matches('/'));

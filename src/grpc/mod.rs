@@ -95,18 +95,13 @@ fn denied(denial: Denial) -> CheckResponse {
             status: Some(HttpStatus {
                 code: i32::from(status),
             }),
-            headers: vec![
-                header(
-                    "www-authenticate",
-                    denial.www_authenticate(),
-                    HeaderAppendAction::OverwriteIfExistsOrAdd,
-                ),
-                header(
-                    "content-type",
-                    "application/json".to_owned(),
-                    HeaderAppendAction::OverwriteIfExistsOrAdd,
-                ),
-            ],
+            headers: denial
+                .www_authenticate()
+                .map(|v| ("www-authenticate", v))
+                .into_iter()
+                .chain([("content-type", "application/json".to_owned())])
+                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                .collect(),
             body: denial.json_body(),
         })),
         ..Default::default()

@@ -143,11 +143,16 @@ impl LoginService {
             store,
             revocations,
             metrics,
-            // A reservation outlives the slowest backend call, with room for the store calls.
-            lockout: lockout::Lockout::new(
-                &cfg.lockout,
-                cfg.backend.timeout + std::time::Duration::from_secs(30),
-            ),
+            // A reservation outlives the slowest backend call, with room for the store calls
+            // (and the file backend's queue for the password hasher).
+            lockout: lockout::Lockout::new(&cfg.lockout, {
+                let backend = match &cfg.backend {
+                    config::BackendConfig::Nethcti(remote)
+                    | config::BackendConfig::Http(remote) => remote.timeout,
+                    config::BackendConfig::File(_) => std::time::Duration::ZERO,
+                };
+                backend + std::time::Duration::from_secs(30)
+            }),
             refresh_grace: cfg.tokens.refresh_reuse_grace.as_secs(),
             totp_issuer: cfg.totp.issuer.clone(),
             access_ttl: cfg.tokens.access_ttl.as_secs(),

@@ -3,10 +3,9 @@
 //! `kill -9` never loses a confirmed enrollment or revocation. Values carry their expiry in
 //! an 8-byte prefix; expired entries read as absent and are swept periodically.
 
-use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -20,7 +19,7 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     clock: Clock,
     /// Write counters per namespace; one process owns the file, so memory is enough.
-    versions: Mutex<HashMap<Ns, u64>>,
+    versions: [AtomicU64; Ns::COUNT],
     writes: AtomicU64,
 }
 
@@ -42,15 +41,13 @@ impl EmbeddedStore {
         Ok(Self {
             db: Arc::new(db),
             clock,
-            versions: Mutex::default(),
+            versions: Default::default(),
             writes: AtomicU64::new(0),
         })
     }
 
     fn bump(&self, ns: Ns) {
-        if let Ok(mut v) = self.versions.lock() {
-            *v.entry(ns).or_default() += 1;
-        }
+        self.versions[ns.index()].fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -63,20 +60,6 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(err)?
-    }
-
-    /// Deletes expired entries.
-    pub async fn sweep(&self) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut table = txn.open_table(KV).map_err(err)?;
-                table.retain(|_, v| live(v, now).is_some()).map_err(err)?;
-            }
-            txn.commit().map_err(err)
-        })
-        .await
     }
 }
 
@@ -200,19 +183,25 @@ impl Store for EmbeddedStore {
     }
 
     async fn version(&self, ns: Ns) -> Result<u64, StoreError> {
-        Ok(self
-            .versions
-            .lock()
-            .map(|v| v.get(&ns).copied().unwrap_or(0))
-            .unwrap_or(0))
+        Ok(self.versions[ns.index()].load(Ordering::Relaxed))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn as_embedded(&self) -> Option<&EmbeddedStore> {
-        Some(self)
+    /// Deletes expired entries.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(KV).map_err(err)?;
+                table.retain(|_, v| live(v, now).is_some()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
     }
 }
 

@@ -27,6 +27,21 @@ pub enum Ns {
 }
 
 impl Ns {
+    /// As many as there are namespaces (checked by `index`).
+    pub const COUNT: usize = 6;
+
+    /// A dense index below [`Ns::COUNT`], for per-namespace counters.
+    pub fn index(self) -> usize {
+        match self {
+            Ns::Mfa => 0,
+            Ns::Session => 1,
+            Ns::UserSessions => 2,
+            Ns::Revoked => 3,
+            Ns::Lockout => 4,
+            Ns::Once => 5,
+        }
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             Ns::Mfa => "mfa",
@@ -77,9 +92,10 @@ pub trait Store: Send + Sync {
     /// Reachability, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// The embedded store, which needs periodic sweeping of expired entries.
-    fn as_embedded(&self) -> Option<&embedded::EmbeddedStore> {
-        None
+    /// Physically deletes expired entries, for stores that do not do so by themselves (the
+    /// embedded one); called periodically. Expired entries already read as absent either way.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -128,19 +144,19 @@ pub async fn update<T>(
     )))
 }
 
-/// Opens the configured store.
+/// Opens the configured store. Once [`crate::config::Config::validate`] has passed, only I/O
+/// can fail here (the embedded database file).
 pub async fn open(
-    cfg: &crate::config::Config,
+    cfg: &crate::config::StoreConfig,
     clock: crate::clock::Clock,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     use crate::config::StoreKind;
-    Ok(match cfg.store.kind {
+    Ok(match &cfg.kind {
         StoreKind::Embedded => {
-            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.store.path, clock)?)
+            std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.path, clock)?)
         }
-        StoreKind::Redis => {
-            let url = cfg.store.url.as_deref().unwrap_or_default();
-            std::sync::Arc::new(redis::RedisStore::connect(url, clock).await?)
+        StoreKind::Redis { url } => {
+            std::sync::Arc::new(redis::RedisStore::connect(url.as_str(), clock).await?)
         }
     })
 }

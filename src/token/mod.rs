@@ -215,6 +215,12 @@ fn well_formed(token: &str) -> bool {
     !token.is_empty() && token.len() <= MAX_TOKEN_LEN && token.bytes().all(|b| B64TOKEN[b as usize])
 }
 
+/// Whether `value` can be an HTTP header value as every proxy passes it: not empty, at most
+/// 4 KiB, no control characters (RFC 9110 field-value without obs-fold; tab refused too).
+pub fn header_safe(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 4096 && value.bytes().all(|b| b >= 0x20 && b != 0x7f)
+}
+
 /// Three base64url segments, as every JWS in compact form.
 fn jws_shaped(token: &str) -> bool {
     token.bytes().filter(|&b| b == b'.').count() == 2
@@ -389,7 +395,14 @@ impl TokenService {
             Some(_) => return Err(TokenError::Invalid(Invalid::Claims)),
             None => None,
         };
-        if c.sub.is_empty() || c.sid.is_empty() {
+        // The identity travels upstream in headers: one that cannot be a header value is no
+        // identity (checked once here; a verified token is cached).
+        let headers_can_carry = header_safe(&c.sub)
+            && header_safe(&c.sid)
+            && credential
+                .as_ref()
+                .is_none_or(|cred| header_safe(cred.expose_secret()));
+        if !headers_can_carry {
             return Err(TokenError::Invalid(Invalid::Claims));
         }
         Ok(Verified {

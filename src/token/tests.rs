@@ -231,3 +231,34 @@ fn rotated_keys_keep_verifying_old_tokens() {
     let jwks: serde_json::Value = serde_json::from_slice(&fresh.jwks()).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn identities_that_cannot_be_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let ok = SecretString::from("alice:15372d".to_owned());
+    let bad = SecretString::from("alice:1537\r\nX-Auth-User: root".to_owned());
+    for (sub, cred) in [
+        ("ali\u{1}ce", None),
+        ("alice\n", None),
+        ("alice\u{7f}", None),
+        ("alice", Some(&bad)),
+    ] {
+        let (token, _) = svc
+            .mint(Kind::Access, sub, "sid1", &["pwd"], 900, cred)
+            .unwrap();
+        assert_eq!(
+            svc.verify(&token).unwrap_err(),
+            TokenError::Invalid(Invalid::Claims),
+            "{sub:?}"
+        );
+    }
+    // Non-ASCII names pass (obs-text), as do ordinary credentials.
+    for sub in ["josé", "alice@example.com"] {
+        let (token, _) = svc
+            .mint(Kind::Access, sub, "sid1", &["pwd"], 900, Some(&ok))
+            .unwrap();
+        assert!(svc.verify(&token).is_ok(), "{sub}");
+    }
+}

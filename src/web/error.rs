@@ -40,9 +40,9 @@ impl From<Denial> for ApiError {
     fn from(d: Denial) -> Self {
         Self {
             status: StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED),
-            code: d.error_code().unwrap_or("unauthorized"),
+            code: d.json_error(),
             description: d.description(),
-            www_authenticate: Some(d.www_authenticate()),
+            www_authenticate: d.www_authenticate(),
             retry_after: None,
         }
     }

@@ -10,7 +10,6 @@ mod login_api;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -22,6 +21,7 @@ use axum::routing::get;
 use crate::decision::Checker;
 use crate::login::LoginService;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::token::TokenService;
 pub use error::ApiError;
 
@@ -34,8 +34,9 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub login: Arc<LoginService>,
     pub metrics: Arc<Metrics>,
-    /// Keys loaded and not draining (the store is asked on each /readyz).
-    pub ready: Arc<AtomicBool>,
+    /// Keys loaded and not draining, shared with gRPC health (the store is asked on each
+    /// /readyz).
+    pub ready: Arc<Readiness>,
     pub trusted_proxies: Vec<IpAddr>,
 }
 
@@ -90,7 +91,7 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) && state.login.store_ready().await {
+    if state.ready.is_ready() && state.login.store_ready().await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()

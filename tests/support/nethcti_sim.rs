@@ -8,13 +8,9 @@
 //! without one it answers 401. It never talks to anything but the socket it bound on
 //! 127.0.0.1 and never sleeps except when a test asks it to be slow.
 //!
-//! How to use it from a test crate (there is no `tests/support/mod.rs`; include the file
-//! directly so each test crate compiles its own copy):
-//!
 //! ```ignore
-//! #[path = "support/nethcti_sim.rs"]
-//! mod nethcti_sim;
-//! use nethcti_sim::NethctiSim;
+//! mod support;
+//! use support::nethcti_sim::NethctiSim;
 //!
 //! let sim = NethctiSim::start(&[("alice", "secret")], Duration::from_secs(60)).await;
 //! let login = format!("{}/authentication/login", sim.url());
@@ -46,8 +42,6 @@
 //!
 //! The simulator stops (listener and open connections) when the [`NethctiSim`] is dropped, or
 //! when [`NethctiSim::stop`] is awaited (which also waits for the port to close).
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,38 +1,12 @@
 //! A real `redis-server` on a free port of 127.0.0.1, for tests; killed on drop.
-//! Include with `#[path = "support/redis.rs"] mod redis_server;`.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn redis_server_binary() -> PathBuf {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("redis-server"));
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "redis-server not found: these tests run a real Redis. Install it with \
-         `sudo apt-get install redis-server` (Debian/Ubuntu) or run .ci/run"
-    );
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::process::{free_port, redis_server_bin};
 
 /// A `redis-server` child process; killed on drop.
 pub struct RedisServer {
@@ -86,7 +60,7 @@ impl Drop for RedisServer {
 }
 
 fn spawn_redis(port: u16, dir: &Path) -> Child {
-    let mut child = Command::new(redis_server_binary())
+    let mut child = Command::new(redis_server_bin())
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])

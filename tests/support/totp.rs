@@ -1,6 +1,5 @@
 //! RFC 6238 TOTP (SHA-1, 6 digits, 30 s steps) written for the tests, independently of the
 //! code under test, so a test's codes are not computed by what it checks.
-//! Include with `#[path = "support/totp.rs"] mod totp;`.
 
 use aws_lc_rs::hmac;
 

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::{BackendError, Verdict};
+use crate::config::BackendKind;
 
 /// The login body both `http` and `nethcti` send. Borrowed, so the password is not copied
 /// outside the request body.
@@ -23,28 +24,10 @@ pub(super) struct LoginBody<'a> {
     pub(super) password: &'a str,
 }
 
-/// Parses and checks a configured backend URL: http or https, no userinfo (it would end up
-/// in logs and config dumps), no fragment.
-pub(super) fn parse_url(url: &str) -> Result<Url, BackendError> {
-    let parsed = Url::parse(url)
-        .map_err(|e| BackendError::Unavailable(format!("invalid backend url: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(BackendError::Unavailable(format!(
-            "backend url must be http or https, not {:?}",
-            parsed.scheme()
-        )));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(BackendError::Unavailable(
-            "backend url must not carry credentials".to_owned(),
-        ));
-    }
-    if parsed.fragment().is_some() {
-        return Err(BackendError::Unavailable(
-            "backend url must not have a fragment".to_owned(),
-        ));
-    }
-    Ok(parsed)
+/// Parses and checks a configured backend URL by the rules `check-config` applies
+/// ([`crate::config::backend_url`]).
+pub(super) fn parse_url(kind: BackendKind, url: &str) -> Result<Url, BackendError> {
+    crate::config::backend_url(kind, url).map_err(BackendError::Unavailable)
 }
 
 /// A client whose every request, connection included, ends within `timeout`.
@@ -82,26 +65,26 @@ pub(super) fn transport_error(err: reqwest::Error) -> BackendError {
 
 /// Checks passwords by POSTing them to a URL.
 #[derive(Clone)]
-pub struct HttpBackend {
+pub struct HttpPostBackend {
     client: reqwest::Client,
     url: Url,
 }
 
-impl std::fmt::Debug for HttpBackend {
+impl std::fmt::Debug for HttpPostBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpBackend")
+        f.debug_struct("HttpPostBackend")
             .field("url", &self.url.as_str())
             .finish_non_exhaustive()
     }
 }
 
-impl HttpBackend {
+impl HttpPostBackend {
     /// `url` is the full login endpoint; `timeout` bounds each request from connect to the
     /// end of the response.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
         Ok(Self {
             client: build_client(timeout)?,
-            url: parse_url(url)?,
+            url: parse_url(BackendKind::Http, url)?,
         })
     }
 

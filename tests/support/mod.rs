@@ -1,0 +1,34 @@
+//! What the integration tests share, one module per concern. A test binary includes it with
+//! `mod support;` and uses what it needs:
+//!
+//! - [`process`]: free ports, repository paths, the Envoy/nginx/redis-server binaries, a child
+//!   process stopped on drop, readiness waits;
+//! - [`client`]: a raw HTTP/1.1 client that puts the request target on the wire as written;
+//! - [`echo`]: the echo upstream standing in for the legacy application;
+//! - [`proxy`]: the shipped Envoy and nginx configs rendered with test ports, the stack
+//!   (proxy + authgate + echo) and the checks every proxy mode must pass;
+//! - [`hostile`]: hand-made hostile tokens (also used by the fuzz target);
+//! - [`app`]: the whole authgate in process ([`app::TestApp`] and its builder);
+//! - [`nethcti_sim`]: the nethcti-server stand-in;
+//! - [`redis`]: a real `redis-server`;
+//! - [`totp`]: RFC 6238 codes computed independently of the code under test.
+
+// Each test binary compiles this whole tree and uses a different part of it.
+// Test servers record what they saw under a std Mutex: plain sync code, never held across
+// an await.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_types
+)]
+
+pub mod app;
+pub mod client;
+pub mod echo;
+pub mod hostile;
+pub mod nethcti_sim;
+pub mod process;
+pub mod proxy;
+pub mod redis;
+pub mod totp;
