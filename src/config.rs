@@ -49,6 +49,21 @@ pub struct Listen {
     /// Peers whose `X-Forwarded-For` is believed (its last entry is the client address used
     /// for lockout and the audit log). Your proxy's address; loopback by default.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a client may take to send a request's headers; also the longest an HTTP/1
+    /// connection may sit idle waiting for its next request. Keep your proxy's idle timeout
+    /// for connections to authgate below it. Default `30s`.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// The longest one gRPC call may take, its request message included; then its stream is
+    /// reset. A check itself takes microseconds. Default `5s`.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Open connections per listener; past it, new ones wait in the kernel's backlog until
+    /// one closes. Relayed WebSockets count on the HTTP listener. Default 4096.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (gRPC, and HTTP/2 on the HTTP listener);
+    /// Envoy opens another connection when it needs more. Default 1024.
+    pub max_streams: u32,
 }
 
 impl Default for Listen {
@@ -61,6 +76,10 @@ impl Default for Listen {
                 std::net::IpAddr::from([127, 0, 0, 1]),
                 std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
             ],
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            max_streams: 1024,
         }
     }
 }
@@ -571,6 +590,26 @@ impl Config {
                     "{} is listen.http too; one address serves one listener",
                     l.grpc
                 ),
+            ));
+        }
+        for (key, value) in [
+            ("listen.header_timeout", l.header_timeout),
+            ("listen.request_timeout", l.request_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError::invalid(key, "must be at least 100ms"));
+            }
+        }
+        if l.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "listen.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if l.max_streams == 0 {
+            return Err(ConfigError::invalid(
+                "listen.max_streams",
+                "must be at least 1",
             ));
         }
         let t = &self.tokens;
