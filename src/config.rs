@@ -46,8 +46,11 @@ pub struct Listen {
     /// first). Default `10s`.
     #[serde(deserialize_with = "duration")]
     pub drain_grace: Duration,
-    /// Peers whose `X-Forwarded-For` is believed (its last entry is the client address used
-    /// for lockout and the audit log). Your proxy's address; loopback by default.
+    /// Peers whose `X-Forwarded-For` is believed: for a request from one of them, the last
+    /// entry (the one that proxy appended) is the client address used for lockout and the
+    /// audit log. List your proxy's address, e.g. `["127.0.0.1", "::1"]` when Envoy or nginx
+    /// run beside authgate and are the only local peers (a Kubernetes pod). Default empty:
+    /// the peer is the client, and nobody can name another address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How long a client may take to send a request's headers; also the longest an HTTP/1
     /// connection may sit idle waiting for its next request. Keep your proxy's idle timeout
@@ -72,10 +75,7 @@ impl Default for Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             drain_grace: Duration::from_secs(10),
-            trusted_proxies: vec![
-                std::net::IpAddr::from([127, 0, 0, 1]),
-                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-            ],
+            trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
             max_connections: 4096,

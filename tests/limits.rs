@@ -18,8 +18,11 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
     let started = Instant::now();
     let mut buf = [0u8; 1024];
     loop {
-        match tokio::time::timeout(within.saturating_sub(started.elapsed()), stream.read(&mut buf))
-            .await
+        match tokio::time::timeout(
+            within.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
         {
             Err(_) => return None,
             Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
@@ -68,7 +71,8 @@ async fn connections_past_the_cap_wait_for_a_free_place() {
         .await
         .unwrap();
     let mut buf = Vec::new();
-    let waited = tokio::time::timeout(Duration::from_millis(700), third.read_to_end(&mut buf)).await;
+    let waited =
+        tokio::time::timeout(Duration::from_millis(700), third.read_to_end(&mut buf)).await;
     assert!(waited.is_err(), "served past the cap: {buf:?}");
     // One leaves: the third is served.
     drop(first);
