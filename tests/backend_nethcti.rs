@@ -155,6 +155,32 @@ async fn aliases_give_the_canonical_name_and_a_credential_for_the_name_typed() {
 }
 
 #[tokio::test]
+async fn a_login_whose_user_me_fails_is_unavailable_and_logged_out() {
+    let sim = sim().await;
+    let backend = backend(&sim);
+    for broken in [
+        Some(serde_json::json!({"name": "alice"})),
+        Some(serde_json::json!({"username": 42})),
+        None,
+    ] {
+        sim.set_me_answer(Some(match &broken {
+            Some(body) => (200, body.to_string()),
+            None => (500, String::new()),
+        }));
+        let err = login_error(backend.authenticate("alice", &secret("secret")).await);
+        assert!(
+            matches!(err, BackendError::Unavailable(_)),
+            "{broken:?}: {err}"
+        );
+        // The legacy session the login opened is not left behind.
+        assert_eq!(sim.live_tokens(), 0, "{broken:?}");
+    }
+    sim.set_me_answer(None);
+    let (user, _) = login_as(&backend, "alice", "secret").await;
+    assert_eq!(user, "alice");
+}
+
+#[tokio::test]
 async fn non_ascii_user_and_password_with_colon_work() {
     let sim = sim().await;
     let backend = backend(&sim);

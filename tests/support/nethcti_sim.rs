@@ -22,7 +22,8 @@
 //!   while [`NethctiSim::set_down`] is on, 400 for a body that is not that JSON.
 //! - `POST /authentication/logout` with a live credential: 200, the token dies.
 //! - `GET /user/me` with a live credential: 200 `{"username",...}`, `username` being the
-//!   canonical account name whatever alias the login used.
+//!   canonical account name whatever alias the login used (or what
+//!   [`NethctiSim::set_me_answer`] says).
 //! - `POST /plain/login`, JSON `{"username","password"}`: 200 on good credentials, 401 on bad,
 //!   503 while down. Not part of nethcti; it lets the same simulator stand in for the generic
 //!   `http` backend kind.
@@ -138,6 +139,8 @@ struct State {
     down: bool,
     delay: Duration,
     forced_status: Option<StatusCode>,
+    /// What `/user/me` answers a live credential instead of the user's JSON.
+    me_answer: Option<(StatusCode, String)>,
     challenge_override: Option<String>,
     requests: Vec<RecordedRequest>,
 }
@@ -203,6 +206,7 @@ impl NethctiSim {
                 down: false,
                 delay: Duration::ZERO,
                 forced_status: None,
+                me_answer: None,
                 challenge_override: None,
                 requests: Vec::new(),
             }),
@@ -245,6 +249,13 @@ impl NethctiSim {
     /// `Digest <nonce>` (and remembers no token): for testing clients against a broken server.
     pub fn set_login_challenge(&self, value: Option<&str>) {
         self.shared.lock().challenge_override = value.map(str::to_owned);
+    }
+
+    /// While set, `/user/me` answers a live credential with this status and body (as JSON)
+    /// instead of the user's JSON: for testing clients against a broken server.
+    pub fn set_me_answer(&self, answer: Option<(u16, String)>) {
+        self.shared.lock().me_answer = answer
+            .map(|(status, body)| (StatusCode::from_u16(status).expect("valid status"), body));
     }
 
     /// Makes `extension` the main extension number of `user`: a login may use it instead of
@@ -406,6 +417,15 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             None => respond(StatusCode::UNAUTHORIZED),
         },
         (&Method::GET, "/user/me") => match state.use_session(credential) {
+            Some(_) if state.me_answer.is_some() => {
+                let (status, body) = state.me_answer.clone().unwrap_or_default();
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
             Some(user) => respond_json(
                 StatusCode::OK,
                 &serde_json::json!({
