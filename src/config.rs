@@ -257,6 +257,11 @@ pub struct Tokens {
     pub rotation_grace: Duration,
     /// Upper bound of the verified-token cache, in bytes. Default 48 MiB (~100k tokens).
     pub cache_bytes: u64,
+    /// After a refresh token is rotated, presenting it again within this time returns the
+    /// same new pair instead of counting as reuse (a browser's double refresh, two tabs);
+    /// "0s" disables it, so every second use revokes the session. At most 5m. Default `10s`.
+    #[serde(deserialize_with = "duration")]
+    pub refresh_reuse_grace: Duration,
 }
 
 impl Default for Tokens {
@@ -270,6 +275,7 @@ impl Default for Tokens {
             leeway: Duration::from_secs(30),
             rotation_grace: Duration::from_secs(120),
             cache_bytes: 48 * 1024 * 1024,
+            refresh_reuse_grace: Duration::from_secs(10),
         }
     }
 }
@@ -639,6 +645,12 @@ impl Config {
         if t.rotation_grace > Duration::from_secs(3600) {
             return Err(ConfigError::invalid("tokens.rotation_grace", "at most 1h"));
         }
+        if t.refresh_reuse_grace > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "tokens.refresh_reuse_grace",
+                "at most 5m",
+            ));
+        }
         match &self.backend {
             BackendConfig::Nethcti(remote) | BackendConfig::Http(remote) => {
                 backend_url(self.backend.kind(), &remote.url)
@@ -920,6 +932,10 @@ cookie = "authgate_access"
             "tokens.algorithm"
         );
         assert_eq!(bad_key("[tokens]\nissuer = \"\""), "tokens.issuer");
+        assert_eq!(
+            bad_key("[tokens]\nrefresh_reuse_grace = \"1h\""),
+            "tokens.refresh_reuse_grace"
+        );
         assert_eq!(bad_key("[listen]\ngrpc = \"nowhere\""), "listen.grpc");
         assert_eq!(
             bad_key("[[policy.routes]]\npath_prefix = \"x\"\naccess = \"public\""),
