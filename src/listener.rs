@@ -2,7 +2,8 @@
 //! request's headers (which for HTTP/1 is also the longest a connection may sit idle between
 //! requests), a cap on concurrent HTTP/2 streams, keep-alive pings that close dead peers, and
 //! a deadline for one gRPC call. A peer that opens connections or streams and sends nothing
-//! holds each for a bounded time, and never more of them than the caps allow.
+//! holds each for a bounded time, and never more of them than the caps allow; a burst of
+//! cancelled streams (Envoy dropping its in-flight Checks) does not close a connection.
 //!
 //! This module owns connection handling only; what a request means is the routers' business.
 
@@ -59,6 +60,10 @@ impl Limits {
     pub fn grpc_server(&self) -> tonic::transport::Server {
         tonic::transport::Server::builder()
             .max_concurrent_streams(self.max_streams)
+            // Envoy cancels every in-flight Check at once when its clients go away; h2's
+            // default (20 streams reset before they were accepted) would then close the
+            // connection and fail the other Checks on it. As many as may be open at once.
+            .http2_max_pending_accept_reset_streams(Some(self.max_streams as usize))
             .timeout(self.request_timeout)
             .http2_keepalive_interval(Some(PING_EVERY))
             .http2_keepalive_timeout(Some(PING_TIMEOUT))
@@ -177,6 +182,7 @@ pub async fn serve_http(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams)
+        .max_pending_accept_reset_streams(limits.max_streams as usize)
         .keep_alive_interval(PING_EVERY)
         .keep_alive_timeout(PING_TIMEOUT);
     let graceful = GracefulShutdown::new();

@@ -146,3 +146,78 @@ async fn grpc_streams_are_capped_and_half_open_ones_time_out() {
     );
     app.shutdown().await;
 }
+
+/// Envoy cancels every in-flight Check at once when its clients go away (a load test ends, a
+/// deploy drains): a burst of streams reset before the server took them. h2 closes a
+/// connection past 20 such resets by default, failing every other Check on it; authgate's
+/// gRPC listener allows as many as it allows streams.
+#[tokio::test]
+async fn a_burst_of_cancelled_checks_leaves_the_connection_serving() {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Request as AttrRequest,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use prost::Message as _;
+    let app = TestApp::start().await;
+    let tcp = TcpStream::connect(app.grpc_addr()).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping = connection.ping_pong().unwrap();
+    let driver = tokio::spawn(connection);
+    ping.ping(h2::Ping::opaque()).await.unwrap();
+    let check = || {
+        http::Request::post(format!(
+            "http://{}/envoy.service.auth.v3.Authorization/Check",
+            app.grpc_addr()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+    };
+    // One Check message, gRPC-framed: a request without a token (a 401 answer).
+    let message = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/api".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&message);
+    // 300 calls started and cancelled at once.
+    let mut client = client.ready().await.unwrap();
+    for _ in 0..300 {
+        client = client.ready().await.unwrap();
+        let (_response, mut send) = client.send_request(check(), false).unwrap();
+        send.send_reset(h2::Reason::CANCEL);
+    }
+    // The connection still serves a whole Check.
+    client = client.ready().await.unwrap();
+    let (response, mut send) = client.send_request(check(), false).unwrap();
+    send.send_data(framed.into(), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .expect("the connection survived the burst");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("0"),
+        "{trailers:?}"
+    );
+    assert!(!driver.is_finished(), "the connection was closed");
+    app.shutdown().await;
+}
