@@ -284,6 +284,7 @@ fn nethcti_backend(config: &mut Config, url: &str, timeout: Duration) {
     config.backend = BackendConfig::Nethcti(RemoteBackendConfig {
         url: url.to_owned(),
         timeout,
+        ws_url: None,
     });
 }
 
