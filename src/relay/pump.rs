@@ -67,7 +67,8 @@ enum End {
     Client(Option<ws::CloseFrame>),
     Backend(Option<ts::protocol::CloseFrame>),
     Revoked,
-    LoginRefused(Refusal),
+    /// Why, and the user the client claimed (`accessKeyId`; never its token).
+    LoginRefused(Refusal, String),
     LoginTimeout,
     TooLarge,
     SlowPeer,
@@ -120,10 +121,10 @@ pub async fn run(
                         let verified = match login_session(&relay, &login, session.get()).await {
                             Ok(v) => v,
                             Err(Refusal::Unavailable) => return End::Unavailable,
-                            Err(why) => return End::LoginRefused(why),
+                            Err(why) => return End::LoginRefused(why, claimed(&login)),
                         };
                         let Some((user, legacy)) = legacy_login(&verified) else {
-                            return End::LoginRefused(Refusal::NoCredential);
+                            return End::LoginRefused(Refusal::NoCredential, claimed(&login));
                         };
                         let frame = login.rewrite(user, legacy);
                         if !logged_in {
@@ -206,8 +207,8 @@ pub async fn run(
     let (reason, to_client, to_backend) = closing(&end);
     let who = session.get();
     match &end {
-        End::LoginRefused(why) => {
-            tracing::info!(user = who.map(|v| &*v.sub), client = %peer, why = why.label(), "relay: socket.io login refused");
+        End::LoginRefused(why, claimed) => {
+            tracing::info!(user = %claimed, client = %peer, why = why.label(), "relay: socket.io login refused");
         }
         _ => {
             tracing::info!(user = who.map(|v| &*v.sub), sid = who.map(|v| &*v.sid), client = %peer, reason = reason.as_str(), "relay: socket closed");
@@ -287,7 +288,7 @@ fn closing(end: &End) -> (CloseReason, ToClient, u16) {
             tell(vec![protocol::DISCONNECT], 1008, "session ended"),
             1000,
         ),
-        End::LoginRefused(_) => (
+        End::LoginRefused(..) => (
             CloseReason::LoginRefused,
             tell(
                 vec![protocol::UNAUTHORIZED, protocol::DISCONNECT],
@@ -357,6 +358,11 @@ fn sendable(code: u16) -> u16 {
         1000..=1003 | 1007..=1014 | 3000..=4999 => code,
         _ => 1000,
     }
+}
+
+/// The `accessKeyId` of a login, bounded, for the log.
+fn claimed(login: &protocol::LoginEvent) -> String {
+    login.access_key_id().chars().take(128).collect()
 }
 
 fn to_backend_text(text: ws::Utf8Bytes) -> ts::Message {

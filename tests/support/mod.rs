@@ -25,6 +25,7 @@
 )]
 
 pub mod app;
+pub mod authgate_process;
 pub mod client;
 pub mod echo;
 pub mod hostile;

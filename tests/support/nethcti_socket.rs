@@ -108,6 +108,11 @@ impl NethctiSocket {
         self.shared.lock().frames.clone()
     }
 
+    /// How many text frames were received so far.
+    pub fn frame_count(&self) -> usize {
+        self.shared.lock().frames.len()
+    }
+
     pub fn binary_frames(&self) -> Vec<Vec<u8>> {
         self.shared.lock().binary.clone()
     }
