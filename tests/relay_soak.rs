@@ -126,10 +126,34 @@ async fn idle_sockets_memory_and_frame_rate() {
         .unwrap()
         .to_owned();
 
-    // Warm up: one socket through the whole path, closed again.
-    let mut warm = SocketClient::open(addr).await;
-    warm.login_ok("alice", &token).await;
-    warm.close().await;
+    // Frame rate through the relay, one socket (the only one: pushes go to every socket),
+    // which also warms the whole path up.
+    let mut one = SocketClient::open(addr).await;
+    one.login_ok("alice", &token).await;
+    let cpu_before = cpu_secs(pid);
+    let (down, up) = frame_rate(&mut one, &socket, frames).await;
+    let cpu = cpu_secs(pid) - cpu_before;
+    let us_per_frame = cpu * 1e6 / (2 * frames) as f64;
+    one.close().await;
+    assert!(
+        socket
+            .wait_until(Duration::from_secs(5), |s| s.open() == 0)
+            .await
+    );
+
+    // The same traffic straight to the backend, without the relay.
+    let mut direct = SocketClient::connect(
+        socket_addr(&socket),
+        "/socket.io/?EIO=4&transport=websocket",
+        &[],
+    )
+    .await
+    .unwrap();
+    direct.handshake().await;
+    let legacy = sim_login(&sim).await;
+    direct.login_ok("alice", &legacy).await;
+    let (direct_down, direct_up) = frame_rate(&mut direct, &socket, frames).await;
+    direct.close().await;
     assert!(
         socket
             .wait_until(Duration::from_secs(5), |s| s.open() == 0)
@@ -172,28 +196,6 @@ async fn idle_sockets_memory_and_frame_rate() {
         assert!(matches!(c.next().await, Seen::Text(t) if t.contains("presence")));
     }
 
-    // Frame rate through the relay, on one socket, while the others stay open.
-    let mut one = clients.pop().unwrap();
-    // Drain the presence event still queued for it.
-    let _ = one.next_within(Duration::from_millis(200)).await;
-    let cpu_before = cpu_secs(pid);
-    let (down, up) = frame_rate(&mut one, &socket, frames).await;
-    let cpu = cpu_secs(pid) - cpu_before;
-    let us_per_frame = cpu * 1e6 / (2 * frames) as f64;
-
-    // The same traffic straight to the backend, without the relay.
-    let mut direct = SocketClient::connect(
-        socket_addr(&socket),
-        "/socket.io/?EIO=4&transport=websocket",
-        &[],
-    )
-    .await
-    .unwrap();
-    direct.handshake().await;
-    let legacy = sim_login(&sim).await;
-    direct.login_ok("alice", &legacy).await;
-    let (direct_down, direct_up) = frame_rate(&mut direct, &socket, frames).await;
-
     eprintln!(
         "frames/s through the relay: backend->client {down:.0}, client->backend {up:.0}; \
          straight to the backend: {direct_down:.0}, {direct_up:.0} (ratios {:.3}, {:.3}); \
@@ -225,7 +227,6 @@ async fn idle_sockets_memory_and_frame_rate() {
             .join("\n")
     );
     drop(clients);
-    drop(one);
     authgate.process.stop();
 }
 

@@ -148,7 +148,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Read buffer per WebSocket (client and backend side): small, so that an idle socket costs
 /// little; a large message grows it for as long as it takes.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 
 /// The relay of one replica: shared by every relayed socket.
 pub struct Relay {
