@@ -189,6 +189,7 @@ pub async fn keep_in_sync(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

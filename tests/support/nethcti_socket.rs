@@ -193,6 +193,8 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         sockets.spawn(async move {
             let seen = shared.clone();
+            // tungstenite's callback signature, Err variant and all.
+            #[allow(clippy::result_large_err)]
             let record = move |req: &Request, resp: Response| {
                 seen.lock().handshakes.push(Handshake {
                     target: req.uri().to_string(),
