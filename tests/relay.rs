@@ -497,3 +497,29 @@ async fn logout_on_one_replica_closes_the_socket_held_by_the_other() {
     eprintln!("the other replica closed the socket {took:?} after logout");
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_fails_closed_for_a_token_without_second_factor() {
+    let mut redis = support::redis::RedisServer::start();
+    let b = backend().await;
+    let app = builder(&b).redis(&redis.url()).start().await;
+    let token = access_token(&app, ALICE).await;
+    redis.kill();
+    // Whether alice has 2FA cannot be known: no upgrade (503), no login (1013, try again).
+    let refused = SocketClient::connect(
+        app.http_addr(),
+        "/socket.io/?EIO=4&transport=websocket",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .err();
+    assert_eq!(refused, Some(503));
+    let mut c = SocketClient::open(app.http_addr()).await;
+    c.login("alice", &token).await;
+    assert_eq!(
+        c.next_within(Duration::from_secs(10)).await,
+        Seen::Closed(1013)
+    );
+    assert!(b.socket.logged_in().is_empty());
+    assert_never_reached(&b, &token);
+}

@@ -106,6 +106,14 @@ async fn socket(
 
 /// The check's JSON body and challenge, with the relay's status.
 fn refused(why: Refusal) -> Response {
+    if why == Refusal::Unavailable {
+        return super::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "state store unavailable",
+        )
+        .into_response();
+    }
     let denial = why.denial();
     let mut resp = Response::new(Body::from(denial.json_body()));
     *resp.status_mut() = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::UNAUTHORIZED);
@@ -114,9 +122,7 @@ fn refused(why: Refusal) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if why.status() != 503
-        && let Some(Ok(v)) = denial.www_authenticate().map(HeaderValue::try_from)
-    {
+    if let Some(Ok(v)) = denial.www_authenticate().map(HeaderValue::try_from) {
         h.insert(header::WWW_AUTHENTICATE, v);
     }
     resp
