@@ -523,3 +523,23 @@ async fn store_down_fails_closed_for_a_token_without_second_factor() {
     assert!(b.socket.logged_in().is_empty());
     assert_never_reached(&b, &token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_alone_does_not_close_and_api_ws_relays_too() {
+    let b = backend().await;
+    let app = builder(&b).start().await;
+    let token = access_token(&app, ALICE).await;
+    // The nethcti-middleware profile's path reaches the same socket.io server.
+    let mut c = SocketClient::connect(app.http_addr(), "/api/ws/?EIO=4&transport=websocket", &[])
+        .await
+        .unwrap();
+    c.handshake().await;
+    c.login_ok("alice", &token).await;
+    assert!(b.socket.handshakes()[0].target.starts_with("/socket.io/?"));
+    // The access token expires; the session has not ended, so the socket stays.
+    app.clock.advance(3600);
+    let late = app.authz("/api", Some(&token)).await;
+    assert_eq!(late.status, 401, "the token itself is expired");
+    assert_eq!(b.socket.push("still", &json!("here")), 1);
+    assert!(matches!(c.next().await, Seen::Text(t) if t.contains("still")));
+}
