@@ -12,7 +12,6 @@
 pub mod protocol;
 mod pump;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -284,10 +283,4 @@ impl Drop for Admission {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         self.0.metrics.relay_sockets.dec();
     }
-}
-
-/// Who the relayed socket is for, as logged (never a token).
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub client: IpAddr,
 }
