@@ -1,8 +1,8 @@
 //! The do-nothing baseline of the end-to-end benchmark (`bench/run`).
 //!
 //! It runs the same stack as `authgate serve` with the same settings (tokio multi-thread
-//! runtime built exactly as `main.rs` builds it, tonic with TCP_NODELAY on the gRPC listener,
-//! `grpc.health.v1` beside ext_authz, axum with connect info on the HTTP listener) and decides
+//! runtime built exactly as `main.rs` builds it, authgate's own `listener` code and default
+//! limits for both listeners, `grpc.health.v1` beside ext_authz, an axum router) and decides
 //! nothing: every `Check` gets an OK `CheckResponse`, every HTTP request on any path a 200.
 //! The gap between authgate and this server is therefore the price of authgate's own work
 //! (policy, token lookup, verification, building the answer, metrics), not of the transport.
@@ -18,6 +18,8 @@
 
 use std::net::SocketAddr;
 
+use authgate::config::Listen;
+use authgate::listener::{self, Limits};
 use axum::Router;
 use axum::http::StatusCode;
 use clap::Parser;
@@ -87,11 +89,13 @@ fn main() {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AuthorizationServer<Noop>>().await;
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        // authgate's own listener code and default limits: the same stack, the same settings.
+        let limits = Limits::new(&Listen::default());
+        let incoming = listener::capped(grpc_listener, limits.max_connections);
         let grpc_stop = stopped();
         let grpc = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            limits
+                .grpc_server()
                 .add_service(health_service)
                 .add_service(AuthorizationServer::new(Noop))
                 .serve_with_incoming_shutdown(incoming, grpc_stop)
@@ -112,15 +116,13 @@ fn main() {
             })
         } else {
             Router::new().fallback(|| async { StatusCode::OK })
-        }
-        .into_make_service_with_connect_info::<SocketAddr>();
-        let http_stop = stopped();
-        let http = tokio::spawn(async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(http_stop)
-                .await
-                .expect("HTTP server");
-        });
+        };
+        let http = tokio::spawn(listener::serve_http(
+            http_listener,
+            router,
+            limits,
+            stopped(),
+        ));
 
         println!("noop_authz ready: grpc={} http={}", args.grpc, args.http);
         shutdown_signal().await;

@@ -39,8 +39,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
-    /// Relayed sockets open at once on this replica; past it an upgrade gets 503. At least 1.
-    /// Default 10000.
+    /// Relayed sockets open at once on this replica; past it an upgrade gets 503. At least 1,
+    /// and less than `listen.max_connections` (each socket holds one of those connections:
+    /// the rest serve the checks and the API). Default 2048.
     pub max_sockets: usize,
     /// Largest WebSocket message relayed either way (a bigger one closes the socket with
     /// 1009); at least 1 KiB, at most 16 MiB. Default 1 MiB (socket.io's own default).
@@ -54,7 +55,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            max_sockets: 10_000,
+            max_sockets: 2048,
             max_frame_bytes: 1024 * 1024,
             login_timeout: Duration::from_secs(10),
         }
@@ -75,9 +76,27 @@ pub struct Listen {
     /// first). Default `10s`.
     #[serde(deserialize_with = "duration")]
     pub drain_grace: Duration,
-    /// Peers whose `X-Forwarded-For` is believed (its last entry is the client address used
-    /// for lockout and the audit log). Your proxy's address; loopback by default.
+    /// Peers whose `X-Forwarded-For` is believed: for a request from one of them, the last
+    /// entry (the one that proxy appended) is the client address used for lockout and the
+    /// audit log. List your proxy's address, e.g. `["127.0.0.1", "::1"]` when Envoy or nginx
+    /// run beside authgate and are the only local peers (a Kubernetes pod). Default empty:
+    /// the peer is the client, and nobody can name another address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a client may take to send a request's headers; also the longest an HTTP/1
+    /// connection may sit idle waiting for its next request. Keep your proxy's idle timeout
+    /// for connections to authgate below it. Default `30s`.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// The longest one gRPC call may take, its request message included; then its stream is
+    /// reset. A check itself takes microseconds. Default `5s`.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Open connections per listener; past it, new ones wait in the kernel's backlog until
+    /// one closes. Relayed WebSockets count on the HTTP listener. Default 4096.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (gRPC, and HTTP/2 on the HTTP listener);
+    /// Envoy opens another connection when it needs more. Default 1024.
+    pub max_streams: u32,
 }
 
 impl Default for Listen {
@@ -86,10 +105,11 @@ impl Default for Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             drain_grace: Duration::from_secs(10),
-            trusted_proxies: vec![
-                std::net::IpAddr::from([127, 0, 0, 1]),
-                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-            ],
+            trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            max_streams: 1024,
         }
     }
 }
@@ -282,8 +302,20 @@ pub struct Tokens {
     /// Clock skew allowed on exp, nbf and iat; at most 5m. Default `30s`.
     #[serde(deserialize_with = "duration")]
     pub leeway: Duration,
+    /// How long after `authgate rotate-keys` a server may still sign with the old key, until
+    /// it sees the new one (10 s for a shared directory; a Kubernetes Secret takes about a
+    /// minute to reach every pod). A retired key verifies tokens issued up to this long (plus
+    /// `leeway`) after its retirement, and none for longer than this plus its life. At most
+    /// 1h. Default `2m`.
+    #[serde(deserialize_with = "duration")]
+    pub rotation_grace: Duration,
     /// Upper bound of the verified-token cache, in bytes. Default 48 MiB (~100k tokens).
     pub cache_bytes: u64,
+    /// After a refresh token is rotated, presenting it again within this time returns the
+    /// same new pair instead of counting as reuse (a browser's double refresh, two tabs);
+    /// "0s" disables it, so every second use revokes the session. At most 5m. Default `10s`.
+    #[serde(deserialize_with = "duration")]
+    pub refresh_reuse_grace: Duration,
 }
 
 impl Default for Tokens {
@@ -295,7 +327,9 @@ impl Default for Tokens {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::from_secs(30),
+            rotation_grace: Duration::from_secs(120),
             cache_bytes: 48 * 1024 * 1024,
+            refresh_reuse_grace: Duration::from_secs(10),
         }
     }
 }
@@ -620,6 +654,26 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("listen.header_timeout", l.header_timeout),
+            ("listen.request_timeout", l.request_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError::invalid(key, "must be at least 100ms"));
+            }
+        }
+        if l.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "listen.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if l.max_streams == 0 {
+            return Err(ConfigError::invalid(
+                "listen.max_streams",
+                "must be at least 1",
+            ));
+        }
         let t = &self.tokens;
         if t.issuer.is_empty() {
             return Err(ConfigError::invalid("tokens.issuer", "must not be empty"));
@@ -641,6 +695,15 @@ impl Config {
         }
         if t.leeway > Duration::from_secs(300) {
             return Err(ConfigError::invalid("tokens.leeway", "at most 5m"));
+        }
+        if t.rotation_grace > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid("tokens.rotation_grace", "at most 1h"));
+        }
+        if t.refresh_reuse_grace > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "tokens.refresh_reuse_grace",
+                "at most 5m",
+            ));
         }
         match &self.backend {
             BackendConfig::Nethcti(remote) | BackendConfig::Http(remote) => {
@@ -713,6 +776,16 @@ impl Config {
             return Err(ConfigError::invalid(
                 "relay.max_sockets",
                 "must be at least 1",
+            ));
+        }
+        if r.max_sockets >= self.listen.max_connections {
+            return Err(ConfigError::invalid(
+                "relay.max_sockets",
+                format!(
+                    "must be less than listen.max_connections ({}): each relayed socket holds \
+                     one HTTP connection, and the checks need some too",
+                    self.listen.max_connections
+                ),
             ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&r.max_frame_bytes) {
@@ -958,12 +1031,20 @@ cookie = "authgate_access"
             "tokens.access_ttl"
         );
         assert_eq!(bad_key("[tokens]\nbogus = 1"), "tokens.bogus");
+        assert_eq!(
+            bad_key("[tokens]\nrotation_grace = \"2h\""),
+            "tokens.rotation_grace"
+        );
         assert_eq!(bad_key("[nope]\nx = 1"), "nope");
         assert_eq!(
             bad_key("[tokens]\nalgorithm = \"none\""),
             "tokens.algorithm"
         );
         assert_eq!(bad_key("[tokens]\nissuer = \"\""), "tokens.issuer");
+        assert_eq!(
+            bad_key("[tokens]\nrefresh_reuse_grace = \"1h\""),
+            "tokens.refresh_reuse_grace"
+        );
         assert_eq!(bad_key("[listen]\ngrpc = \"nowhere\""), "listen.grpc");
         assert_eq!(
             bad_key("[[policy.routes]]\npath_prefix = \"x\"\naccess = \"public\""),
@@ -1085,6 +1166,7 @@ cookie = "authgate_access"
                 "backend.ws_url",
             ),
             ("[relay]\nmax_sockets = 0", "relay.max_sockets"),
+            ("[relay]\nmax_sockets = 4096", "relay.max_sockets"),
             ("[relay]\nmax_frame_bytes = 10", "relay.max_frame_bytes"),
             ("[relay]\nlogin_timeout = \"0s\"", "relay.login_timeout"),
             (

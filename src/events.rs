@@ -97,6 +97,9 @@ pub enum LoginFailure<'a> {
     BadCredentials,
     /// The backend could not be asked.
     BackendUnavailable(&'a BackendError),
+    /// The backend accepted a name authgate cannot use (see
+    /// [`crate::login::usable_user_name`]); refused like bad credentials.
+    InvalidUsername,
 }
 
 impl LoginFailure<'_> {
@@ -105,6 +108,7 @@ impl LoginFailure<'_> {
             Self::Locked => "locked",
             Self::BadCredentials => "bad_credentials",
             Self::BackendUnavailable(_) => "backend_unavailable",
+            Self::InvalidUsername => "invalid_username",
         }
     }
 }
@@ -129,6 +133,24 @@ impl RevokeReason {
             Self::TwoFactorEnabled => "2fa_enabled",
             Self::TwoFactorDisabled => "2fa_disabled",
         }
+    }
+}
+
+/// A user name as it goes into the log: itself, or with every control character escaped
+/// (`\u{7f}`), so a name cannot forge or split a log line and its raw bytes never appear.
+struct LogName<'a>(&'a str);
+
+impl std::fmt::Display for LogName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_unicode())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -188,7 +210,7 @@ impl EventKind {
 /// (`tracing` needs the level as a literal, hence a macro.)
 macro_rules! session_event {
     ($level:ident, $event:expr, $user:expr, $client:expr, $sid:expr) => {
-        tracing::$level!(target: "security", event = $event, user = $user, client = %$client, sid = $sid)
+        tracing::$level!(target: "security", event = $event, user = %LogName($user), client = %$client, sid = $sid)
     };
 }
 
@@ -224,7 +246,7 @@ impl SecurityEvent<'_> {
                 sid,
                 mfa_pending: true,
             } => {
-                tracing::info!(target: "security", event, user, client = %client, sid, mfa_pending = true);
+                tracing::info!(target: "security", event, user = %LogName(user), client = %client, sid, mfa_pending = true);
             }
             Self::LoginSuccess {
                 user,
@@ -252,13 +274,13 @@ impl SecurityEvent<'_> {
                 let why = reason.as_str();
                 match reason {
                     LoginFailure::BadCredentials => {
-                        tracing::info!(target: "security", event, user, client = %client, reason = why);
+                        tracing::info!(target: "security", event, user = %LogName(user), client = %client, reason = why);
                     }
-                    LoginFailure::Locked => {
-                        tracing::warn!(target: "security", event, user, client = %client, reason = why);
+                    LoginFailure::Locked | LoginFailure::InvalidUsername => {
+                        tracing::warn!(target: "security", event, user = %LogName(user), client = %client, reason = why);
                     }
                     LoginFailure::BackendUnavailable(error) => {
-                        tracing::warn!(target: "security", event, user, client = %client, reason = why, error = %error);
+                        tracing::warn!(target: "security", event, user = %LogName(user), client = %client, reason = why, error = %error);
                     }
                 }
             }
@@ -267,7 +289,7 @@ impl SecurityEvent<'_> {
                 client,
                 lock_for,
             } => {
-                tracing::warn!(target: "security", event, user, client = %client, lock_for);
+                tracing::warn!(target: "security", event, user = %LogName(user), client = %client, lock_for);
             }
             Self::Revoked {
                 user,
@@ -275,7 +297,7 @@ impl SecurityEvent<'_> {
                 sid,
                 reason,
             } => {
-                tracing::info!(target: "security", event, user, client = %client, sid, reason = reason.as_str());
+                tracing::info!(target: "security", event, user = %LogName(user), client = %client, sid, reason = reason.as_str());
             }
         }
     }
@@ -469,6 +491,27 @@ mod tests {
             let line = format!(r#"authgate_security_events_total{{event="{name}"}} {n}"#);
             assert!(text.contains(&line), "{line} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn user_names_with_control_characters_are_escaped() {
+        let metrics = Metrics::new();
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let v = logged(
+            SecurityEvent::LoginFailure {
+                user: "ev\u{7f}il\n{\"event\":\"x\"}",
+                client,
+                reason: LoginFailure::InvalidUsername,
+            },
+            &metrics,
+        );
+        assert_eq!(
+            v,
+            json!({"level": "WARN", "event": "login_failure",
+                   "user": "ev\\u{7f}il\\u{a}{\"event\":\"x\"}",
+                   "client": "192.0.2.7", "reason": "invalid_username", "target": "security"})
+        );
+        assert_eq!(LogName("zoë smith").to_string(), "zoë smith");
     }
 
     #[test]

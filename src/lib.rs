@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod decision;
 pub mod events;
 pub mod grpc;
+pub mod listener;
 pub mod login;
 pub mod metrics;
 pub mod policy;

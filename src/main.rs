@@ -43,12 +43,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Start signing with a new key; old keys keep verifying until their tokens expire.
-    /// Running servers pick the new key up within 10 seconds. Also creates the sealing key
-    /// (which never rotates) when the key directory has none yet.
+    /// Start signing with a new key. Old keys retire: they keep verifying only the tokens they
+    /// signed before now (plus tokens.rotation_grace), access tokens for at most access_ttl
+    /// more. Running servers pick the change up within 10 seconds. Also creates the sealing
+    /// key when the key directory has none yet.
     RotateKeys {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A key leaked: delete the old signing keys, so every token they signed is refused
+        /// (every user logs in again).
+        #[arg(long)]
+        revoke_old: bool,
+        /// Also add a sealing key (backend credentials, TOTP secrets); servers seal with it
+        /// tokens.rotation_grace later, and what older sealing keys sealed still opens.
+        #[arg(long)]
+        sealing_key: bool,
     },
 }
 
@@ -125,6 +134,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Err(e) = private_parent(&file.users_file) {
+                eprintln!("authgate: {e}");
+                return ExitCode::FAILURE;
+            }
             match authgate::backend::file::set_user(&file.users_file, &name, &password) {
                 Ok(()) => {
                     println!("user {name} saved in {}", file.users_file.display());
@@ -136,21 +149,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::RotateKeys { config } => {
+        Command::RotateKeys {
+            config,
+            revoke_old,
+            sealing_key,
+        } => {
             let cfg = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let now = authgate::clock::Clock::system().now();
-            // Also creates the sealing key when missing, so a key directory prepared with this
-            // command (e.g. for a Kubernetes Secret) is complete. The sealing key never rotates.
-            let rotated =
-                authgate::token::keys::load_or_create_seal_key(&cfg.store.path).and_then(|_| {
-                    authgate::token::keys::rotate(&cfg.store.path, cfg.tokens.algorithm, now)
-                });
-            match rotated {
-                Ok(kid) => {
-                    println!("new signing key {kid}");
+            match rotate_keys(&cfg, revoke_old, sealing_key) {
+                Ok(report) => {
+                    print!("{report}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -159,6 +169,48 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `authgate rotate-keys`: what it did, one line per change.
+fn rotate_keys(
+    cfg: &Config,
+    revoke_old: bool,
+    sealing_key: bool,
+) -> Result<String, authgate::token::keys::KeyError> {
+    use authgate::token::keys;
+    let (path, alg) = (&cfg.store.path, cfg.tokens.algorithm);
+    let now = authgate::clock::Clock::system().now();
+    // Also creates the sealing key when missing, so a key directory prepared with this
+    // command (e.g. for a Kubernetes Secret) is complete.
+    keys::load_or_create_seal_key(path)?;
+    let mut report = String::new();
+    if revoke_old {
+        let (kid, revoked) = keys::rotate_and_revoke(path, alg, now)?;
+        report.push_str(&format!("new signing key {kid}\n"));
+        if !revoked.is_empty() {
+            report.push_str(&format!(
+                "revoked signing keys {}: servers refuse every token they signed within 10 s\n",
+                revoked.join(", ")
+            ));
+        }
+    } else {
+        let kid = keys::rotate(path, alg, now)?;
+        report.push_str(&format!("new signing key {kid}\n"));
+    }
+    if sealing_key {
+        let id = keys::rotate_seal_key(path)?;
+        report.push_str(&format!("new sealing key {id}\n"));
+    }
+    Ok(report)
+}
+
+/// Creates the directory of a data file (the users file) owner-only when it is missing: it
+/// holds password hashes and, on first start, the demo password.
+fn private_parent(file: &Path) -> std::io::Result<()> {
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => authgate::token::keys::create_private_dir(dir),
+        None => Ok(()),
     }
 }
 
@@ -177,7 +229,8 @@ fn init_tracing() {
 fn serve(cfg: Config) -> ExitCode {
     init_tracing();
     if let BackendConfig::File(file) = &cfg.backend
-        && let Err(e) = authgate::backend::file::ensure_demo_user(&file.users_file)
+        && let Err(e) = private_parent(&file.users_file)
+            .and_then(|()| authgate::backend::file::ensure_demo_user(&file.users_file))
     {
         tracing::error!(error = %e, "cannot create the users file");
         return ExitCode::FAILURE;

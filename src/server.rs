@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{BackendConfig, Config, Listen};
 use crate::decision::Checker;
 use crate::grpc::AuthzService;
+use crate::listener::{self, Limits};
 use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -151,11 +152,12 @@ impl App {
 
         let authz = AuthzService::new(state.checker.clone(), state.metrics.clone());
         let health = state.ready.health_service();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let limits = Limits::new(&self.listen);
+        let incoming = listener::capped(grpc_listener, limits.max_connections);
         let grpc_stop = stopped();
         let grpc = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
+            let result = limits
+                .grpc_server()
                 .add_service(health)
                 .add_service(authz)
                 .serve_with_incoming_shutdown(incoming, grpc_stop)
@@ -165,16 +167,12 @@ impl App {
             }
         });
 
-        let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http_stop = stopped();
-        let http = tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, router)
-                .with_graceful_shutdown(http_stop)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let http = tokio::spawn(listener::serve_http(
+            http_listener,
+            app(state.clone()),
+            limits,
+            stopped(),
+        ));
 
         let sync = tokio::spawn(revocation::keep_in_sync(
             self.store.clone(),

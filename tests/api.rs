@@ -711,3 +711,33 @@ async fn garbage_bodies_get_4xx_and_change_nothing() {
         false
     );
 }
+
+/// With the nethcti backend, its own login API is closed by default (a client there could
+/// guess passwords outside lockout and 2FA), whatever the token, however spelled.
+#[tokio::test]
+async fn the_nethcti_login_api_is_closed_by_default() {
+    use support::nethcti_sim::NethctiSim;
+    let sim = NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
+    let app = TestApp::builder()
+        .nethcti(&sim.url(), Duration::from_secs(2))
+        .start()
+        .await;
+    let r = app.login("alice", "secret").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = r.body["access_token"].as_str().unwrap().to_owned();
+    for path in [
+        "/authentication/login",
+        "/authentication/logout",
+        "/Authentication/login",
+        "/x/../authentication/login",
+        "/authentication%2Flogin",
+    ] {
+        for token in [None, Some(access.as_str())] {
+            let r = app.authz(path, token).await;
+            assert_eq!(r.status, 403, "{path}");
+            assert_eq!(r.body["error"], "access_denied", "{path}");
+            assert!(!r.headers.contains_key("www-authenticate"), "{path}");
+        }
+    }
+    assert_eq!(app.authz("/api/user/me", Some(&access)).await.status, 200);
+}

@@ -31,11 +31,19 @@ fn backend(sim: &NethctiSim) -> NethctiBackend {
 
 /// Logs in and returns the credential, failing the test on anything but Accepted.
 async fn login(backend: &NethctiBackend, user: &str, password: &str) -> SecretString {
+    login_as(backend, user, password).await.1
+}
+
+/// Logs in; the canonical user name and the credential.
+async fn login_as(backend: &NethctiBackend, user: &str, password: &str) -> (String, SecretString) {
     match backend.authenticate(user, &secret(password)).await {
         Ok(Verdict::Accepted {
+            user,
             credential: Some(c),
-        }) => c,
-        Ok(Verdict::Accepted { credential: None }) => panic!("accepted without credential"),
+        }) => (user, c),
+        Ok(Verdict::Accepted {
+            credential: None, ..
+        }) => panic!("accepted without credential"),
         Ok(Verdict::Rejected) => panic!("rejected"),
         Err(e) => panic!("error: {e}"),
     }
@@ -126,6 +134,53 @@ async fn login_gives_a_credential_the_server_accepts() {
 }
 
 #[tokio::test]
+async fn aliases_give_the_canonical_name_and_a_credential_for_the_name_typed() {
+    let sim = sim().await;
+    sim.set_extension("alice", "201");
+    let backend = backend(&sim);
+    for alias in ["alice", "201", "alice@example.org"] {
+        let (user, credential) = login_as(&backend, alias, "secret").await;
+        assert_eq!(user, "alice", "{alias}");
+        // The server keys the token on the login name: the credential carries that name.
+        assert!(
+            credential.expose_secret().starts_with(&format!("{alias}:")),
+            "{alias}"
+        );
+        assert_eq!(sim_me_status(&sim, &credential).await, 200, "{alias}");
+    }
+    assert!(matches!(
+        backend.authenticate("202", &secret("secret")).await,
+        Ok(Verdict::Rejected)
+    ));
+}
+
+#[tokio::test]
+async fn a_login_whose_user_me_fails_is_unavailable_and_logged_out() {
+    let sim = sim().await;
+    let backend = backend(&sim);
+    for broken in [
+        Some(serde_json::json!({"name": "alice"})),
+        Some(serde_json::json!({"username": 42})),
+        None,
+    ] {
+        sim.set_me_answer(Some(match &broken {
+            Some(body) => (200, body.to_string()),
+            None => (500, String::new()),
+        }));
+        let err = login_error(backend.authenticate("alice", &secret("secret")).await);
+        assert!(
+            matches!(err, BackendError::Unavailable(_)),
+            "{broken:?}: {err}"
+        );
+        // The legacy session the login opened is not left behind.
+        assert_eq!(sim.live_tokens(), 0, "{broken:?}");
+    }
+    sim.set_me_answer(None);
+    let (user, _) = login_as(&backend, "alice", "secret").await;
+    assert_eq!(user, "alice");
+}
+
+#[tokio::test]
 async fn non_ascii_user_and_password_with_colon_work() {
     let sim = sim().await;
     let backend = backend(&sim);
@@ -143,9 +198,14 @@ async fn base_url_with_trailing_slash_or_path_prefix() {
     // The simulator has no /webrest prefix (it answers 401 there); the path it saw is the point.
     let _ = prefixed.authenticate("alice", &secret("secret")).await;
     let paths: Vec<String> = sim.requests().into_iter().map(|r| r.path).collect();
+    // The canonical name is asked for under the same base, right after the login.
     assert_eq!(
         paths,
-        ["/authentication/login", "/webrest/authentication/login"]
+        [
+            "/authentication/login",
+            "/user/me",
+            "/webrest/authentication/login"
+        ]
     );
 }
 
@@ -367,7 +427,7 @@ async fn http_backend_verdicts() {
     let backend = HttpPostBackend::new(&format!("{}/plain/login", sim.url()), TIMEOUT).unwrap();
     assert!(matches!(
         backend.authenticate("alice", &secret("secret")).await,
-        Ok(Verdict::Accepted { credential: None })
+        Ok(Verdict::Accepted { ref user, credential: None }) if user == "alice"
     ));
     assert!(matches!(
         backend.authenticate("alice", &secret("wrong")).await,

@@ -365,3 +365,149 @@ fn password_logins_give_their_memory_back() {
         "RSS grew from {idle} KiB to {after} KiB over 8 logins"
     );
 }
+
+/// Every file authgate creates under `dir` (recursively) with its permission bits.
+fn modes_under(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((path, meta.permissions().mode() & 0o777));
+        }
+    }
+    out
+}
+
+fn assert_private(data: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", data.display());
+    for (path, mode) in modes_under(data) {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+}
+
+/// The data directory holds keys, the database, password hashes and the demo password: no
+/// other local user may read any of it, whatever the umask (issue 11, item 10).
+#[test]
+fn data_files_are_private_after_first_start_and_user_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _base) = serve_defaults(dir.path(), Stdio::null);
+    let _ = child.kill();
+    let _ = child.wait();
+    let data = dir.path().join("data");
+    for name in ["authgate.redb", "users", "demo-password", "keys/seal.key"] {
+        assert!(data.join(name).is_file(), "{name} missing");
+    }
+    assert_private(&data);
+    assert_eq!(run(&["user-add", "bob"], dir.path(), "pw\n").0, 0);
+    assert_private(&data);
+
+    // user-add on a fresh machine creates the directory itself.
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(run(&["user-add", "carol"], fresh.path(), "pw\n").0, 0);
+    assert!(fresh.path().join("data/users").is_file());
+    assert_private(&fresh.path().join("data"));
+}
+
+/// A leaked key: `rotate-keys --revoke-old` on the command line, and the running server
+/// refuses the tokens the old key signed within its 10 s key reload, while new logins work.
+#[test]
+fn rotate_keys_revoke_old_reaches_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve_defaults(dir.path(), Stdio::null);
+    let password = std::fs::read_to_string(dir.path().join("data/demo-password")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let login = || rt.block_on(demo_login(&base, password.trim()));
+    let check = |token: &str| rt.block_on(authz_status(&base, token));
+    let old = login();
+    assert_eq!(check(&old), 200);
+
+    let (code, out, err) = run(&["rotate-keys", "--revoke-old"], dir.path(), "");
+    assert_eq!(code, 0, "{err}");
+    let old_kid = {
+        let header = old.split('.').next().unwrap();
+        let header =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    assert!(out.contains(&old_kid), "{out}");
+    let started = Instant::now();
+    while check(&old) == 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the revoked key still verifies"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(check(&old), 401);
+    assert_eq!(check(&login()), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn demo_login(base: &str, password: &str) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username": "demo", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn authz_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/authz/api"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `rotate-keys --sealing-key` adds a sealing key beside `seal.key`, which stays as it was
+/// (it opens everything sealed before), and `--revoke-old` deletes the old signing keys.
+#[test]
+fn rotate_keys_flags_change_the_key_directory_as_documented() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("data/keys");
+    assert_eq!(run(&["rotate-keys"], dir.path(), "").0, 0);
+    let seal = std::fs::read(keys.join("seal.key")).unwrap();
+    let (code, out, err) = run(&["rotate-keys", "--sealing-key"], dir.path(), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("new sealing key 1"), "{out}");
+    assert_eq!(std::fs::read(keys.join("seal.key")).unwrap(), seal);
+    let mode = std::fs::metadata(keys.join("seal-1.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let signing = || {
+        std::fs::read_dir(&keys)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    assert_eq!(signing(), 2);
+    let (code, out, _) = run(&["rotate-keys", "--revoke-old"], dir.path(), "");
+    assert_eq!(code, 0);
+    assert!(out.contains("revoked signing keys"), "{out}");
+    assert_eq!(signing(), 1);
+    assert!(keys.join("seal-1.key").is_file());
+}

@@ -445,7 +445,12 @@ async fn lockout_per_user_and_per_address() {
 
 #[tokio::test]
 async fn lockout_counts_the_address_across_users_and_trusts_only_proxies() {
-    let app = start().await;
+    log();
+    let loopback = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    let app = TestApp::builder()
+        .config(|c| c.listen.trusted_proxies = loopback.to_vec())
+        .start()
+        .await;
     let login_from = |ip: &'static str, user: &'static str| {
         let req = Request::post("/auth/login")
             .header("x-forwarded-for", format!("203.0.113.9, {ip}"))
@@ -465,6 +470,25 @@ async fn lockout_counts_the_address_across_users_and_trusts_only_proxies() {
     // Another client address is not affected.
     assert_eq!(app.login("alice", ALICE_PASSWORD).await.status, 200);
     assert_eq!(login_from("198.51.100.2", "u7").await, 401);
+}
+
+/// By default nobody is a trusted proxy: a client's own X-Forwarded-For names no address, so
+/// it neither escapes its lockout nor puts another address into one.
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+    let app = start().await;
+    for i in 0..5 {
+        let req = Request::post("/auth/login")
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"username": format!("u{i}"), "password": "nope"}).to_string(),
+            ))
+            .unwrap();
+        assert_eq!(app.call(req).await.status, 401);
+    }
+    // All five came from the one peer: that address is locked, whatever the header said.
+    assert_eq!(app.login("alice", ALICE_PASSWORD).await.status, 429);
 }
 
 #[tokio::test]
@@ -490,6 +514,8 @@ async fn state_survives_a_restart() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let app = app.restart().await;
+    // Past the reuse grace, in which a repeat would get the same pair again.
+    app.clock.advance(11);
     assert_eq!(
         app.post("/auth/refresh", json!({"refresh_token": refresh}))
             .await

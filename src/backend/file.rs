@@ -125,8 +125,12 @@ impl FileBackend {
         })
         .await
         .map_err(|_| BackendError::Unavailable("password check failed".into()))?;
+        // The lookup is exact, so the name as typed is the name in the users file.
         Ok(if ok && known {
-            Verdict::Accepted { credential: None }
+            Verdict::Accepted {
+                user: username.to_owned(),
+                credential: None,
+            }
         } else {
             Verdict::Rejected
         })
@@ -206,7 +210,7 @@ mod tests {
         let pw = |s: &str| SecretString::from(s.to_owned());
         assert!(matches!(
             b.authenticate("alice", &pw("correct horse")).await.unwrap(),
-            Verdict::Accepted { credential: None }
+            Verdict::Accepted { ref user, credential: None } if user == "alice"
         ));
         assert!(matches!(
             b.authenticate("alice", &pw("battery")).await.unwrap(),

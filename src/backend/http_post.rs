@@ -88,7 +88,7 @@ impl HttpPostBackend {
         })
     }
 
-    /// 2xx: accepted, no backend credential. 401/403: rejected. Anything else, including a
+    /// 2xx: accepted under the name as sent, no backend credential. 401/403: rejected. Anything else, including a
     /// redirect: unavailable.
     pub async fn authenticate(
         &self,
@@ -107,7 +107,10 @@ impl HttpPostBackend {
             .map_err(transport_error)?;
         let status = response.status();
         if status.is_success() {
-            Ok(Verdict::Accepted { credential: None })
+            Ok(Verdict::Accepted {
+                user: username.to_owned(),
+                credential: None,
+            })
         } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             Ok(Verdict::Rejected)
         } else {

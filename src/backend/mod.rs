@@ -1,6 +1,8 @@
 //! Who checks passwords: the legacy nethcti-server, a generic HTTP endpoint, or a local users
-//! file. Each returns a [`Verdict`] and, for nethcti, the credential the legacy application
-//! expects upstream. Nothing here logs a password or a credential.
+//! file. Each returns a [`Verdict`]: on success the canonical name of the account (what
+//! authgate keys `sub`, 2FA, lockout and sessions on, whatever alias the login used) and, for
+//! nethcti, the credential the legacy application expects upstream. Nothing here logs a
+//! password or a credential.
 
 pub mod file;
 pub mod http_post;
@@ -12,8 +14,11 @@ use crate::config::BackendConfig;
 
 /// The backend's answer to a password.
 pub enum Verdict {
-    /// Good password; `credential` is what the legacy application expects upstream, if any.
+    /// Good password. `user` is the account's canonical name (nethcti: the `username` of
+    /// `/user/me`; `http` and `file`: the name as accepted); `credential` is what the legacy
+    /// application expects upstream, if any. The caller still checks `user` is usable.
     Accepted {
+        user: String,
         credential: Option<SecretString>,
     },
     Rejected,

@@ -4,6 +4,11 @@
 //! backend credential handed to the rest of authgate is the `Authorization` value the server
 //! expects on every later request, `user:token`.
 //!
+//! The server accepts one account under several login names (its user name, its main
+//! extension number, `user@domain`) and keys the token on the name as typed, so the credential
+//! keeps that name; the account's canonical name, which authgate keys everything on, is the
+//! `username` that `GET /user/me` answers with that credential right after the login.
+//!
 //! This module owns that exchange and the session probe and logout that use the credential.
 //! It must never log, format or put into an error the password, the nonce-derived token or
 //! the credential; they live in [`SecretString`]s and are exposed only to compute the HMAC
@@ -27,6 +32,8 @@ use crate::config::BackendKind;
 const NONCE_LEN: usize = 40;
 /// Length of the token: an HMAC-SHA1 tag (20 bytes) in lowercase hex.
 const TOKEN_LEN: usize = 40;
+/// Largest `/user/me` answer read (the real one lists the user's endpoints: a few KiB).
+const MAX_ME_BODY: usize = 1024 * 1024;
 
 /// Talks to one nethcti-server.
 #[derive(Clone)]
@@ -65,9 +72,10 @@ impl NethctiBackend {
         })
     }
 
-    /// Logs in. Accepted carries the credential `username:token`. A username that could not
-    /// survive inside that header (empty, `:` or a control character) is rejected without
-    /// asking the server.
+    /// Logs in. Accepted carries the credential `username:token` (the name as typed, which the
+    /// server keys the token on) and the canonical account name from `/user/me`. A username
+    /// that could not survive inside that header (empty, `:` or a control character) is
+    /// rejected without asking the server.
     pub async fn authenticate(
         &self,
         username: &str,
@@ -117,9 +125,55 @@ impl NethctiBackend {
                     .to_owned(),
             )
         })?;
-        Ok(Verdict::Accepted {
-            credential: Some(credential(username, password, nonce)),
-        })
+        let credential = credential(username, password, nonce);
+        match self.canonical_name(&credential).await {
+            Ok(user) => Ok(Verdict::Accepted {
+                user,
+                credential: Some(credential),
+            }),
+            Err(e) => {
+                // Do not leave a legacy session behind that nobody will ever use or end.
+                let _ = self.logout(&credential).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The `username` of `GET /user/me` with a fresh credential: the account's canonical name.
+    async fn canonical_name(&self, credential: &SecretString) -> Result<String, BackendError> {
+        let header = credential_header(credential).ok_or_else(|| {
+            BackendError::Unavailable("nethcti credential is not a header value".to_owned())
+        })?;
+        let mut response = self
+            .client
+            .get(self.me_url.clone())
+            .header(AUTHORIZATION, header)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        if !response.status().is_success() {
+            return Err(unexpected("user/me after a login", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_ME_BODY {
+                return Err(BackendError::Unavailable(
+                    "nethcti user/me answer is too large".to_owned(),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        #[derive(serde::Deserialize)]
+        struct Me {
+            username: String,
+        }
+        serde_json::from_slice::<Me>(&body)
+            .map(|me| me.username)
+            .map_err(|_| {
+                BackendError::Unavailable(
+                    "nethcti user/me answer has no string `username`".to_owned(),
+                )
+            })
     }
 
     /// Whether the server still honours `credential` (`GET /user/me`): 200 yes, 401/403 no.

@@ -95,10 +95,19 @@ pub struct LoginService {
     lockout: lockout::Lockout,
     totp_issuer: String,
     access_ttl: u64,
+    /// Seconds a rotated refresh token may be presented again for the same new pair.
+    refresh_grace: u64,
     /// How long a revoked session id must stay in the revocation set: the longest an access
     /// token of it can still be presented (its life plus the leeway, with a margin).
     revoke_for: u64,
     refresh_ttl: u64,
+}
+
+/// Whether a canonical user name from a backend can be `sub`, `X-Auth-User` and a store key:
+/// not empty, at most [`MAX_USERNAME`] bytes, no control character (C0, DEL, C1), so it is
+/// always a valid header value and cannot forge a log line.
+pub fn usable_user_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_USERNAME && !name.chars().any(char::is_control)
 }
 
 fn check_len(value: &str, max: usize) -> Result<(), LoginError> {
@@ -134,7 +143,17 @@ impl LoginService {
             store,
             revocations,
             metrics,
-            lockout: lockout::Lockout::new(&cfg.lockout),
+            // A reservation outlives the slowest backend call, with room for the store calls
+            // (and the file backend's queue for the password hasher).
+            lockout: lockout::Lockout::new(&cfg.lockout, {
+                let backend = match &cfg.backend {
+                    config::BackendConfig::Nethcti(remote)
+                    | config::BackendConfig::Http(remote) => remote.timeout,
+                    config::BackendConfig::File(_) => std::time::Duration::ZERO,
+                };
+                backend + std::time::Duration::from_secs(30)
+            }),
+            refresh_grace: cfg.tokens.refresh_reuse_grace.as_secs(),
             totp_issuer: cfg.totp.issuer.clone(),
             access_ttl: cfg.tokens.access_ttl.as_secs(),
             revoke_for: cfg.tokens.access_ttl.as_secs() + cfg.tokens.leeway.as_secs() + 60,
@@ -171,6 +190,33 @@ mod tests {
             expires_in: 900,
             refresh_token: REFRESH.to_owned().into(),
             refresh_expires_in: 86400,
+        }
+    }
+
+    #[test]
+    fn user_names_that_could_not_be_a_header_are_unusable() {
+        assert!(usable_user_name("alice"));
+        assert!(usable_user_name("zoë smith@example.org"));
+        assert!(usable_user_name(&"x".repeat(MAX_USERNAME)));
+        let long = "x".repeat(MAX_USERNAME + 1);
+        for bad in [
+            "",
+            "a\tb",
+            "a\nb",
+            "a\rb",
+            "a\0",
+            "a\u{7f}",
+            "a\u{85}",
+            "\u{1b}[31m",
+            &long,
+        ] {
+            assert!(!usable_user_name(bad), "{bad:?}");
+        }
+        for name in ["alice", "zoë smith@example.org"] {
+            assert!(
+                http::HeaderValue::from_bytes(name.as_bytes()).is_ok(),
+                "{name}"
+            );
         }
     }
 

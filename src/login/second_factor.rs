@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 
 use super::mfa::{self, MfaRecord};
 use super::{Enrollment, LoginError, LoginService, MAX_CODE, Redacted, TokenPair};
-use super::{check_len, json, lockout, parse};
+use super::{check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
 use crate::metrics::LoginResult;
 use crate::store::{Ns, StoreError, update};
@@ -34,17 +34,38 @@ impl LoginService {
             return Err(LoginError::InvalidGrant("not an MFA token"));
         }
         let user = t.sub.to_string();
-        self.ensure_unlocked(&user, client).await?;
-        let used = self.check_code(&user, code).await?;
-        let Some(used) = used else {
+        let attempt = self.reserve_attempt(&user, client).await?;
+        let result = self.otp_step(&t, &user, code, client).await;
+        match result {
+            Err(LoginError::InvalidGrant(INVALID_CODE)) => {
+                self.count_failure(&user, client, attempt).await?;
+            }
+            Ok(_) => self.clear_failures(attempt, &[&user]).await,
+            Err(_) => self.release_attempt(attempt).await,
+        }
+        result
+    }
+
+    /// Step two after its lockout reservation: the code, then the session. A wrong code is
+    /// `InvalidGrant(INVALID_CODE)`, which the caller counts.
+    async fn otp_step(
+        &self,
+        t: &Verified,
+        user: &str,
+        code: &str,
+        client: IpAddr,
+    ) -> Result<TokenPair, LoginError> {
+        // Read before the code is checked against the 2FA record: a user-wide revocation
+        // (2FA disabled, re-enrolled) that runs meanwhile keeps this session from being listed.
+        let epoch = self.sessions_epoch(user).await?;
+        let Some(used) = self.check_code(user, code).await? else {
             self.metrics.record_login(LoginResult::Failure);
             self.emit(SecurityEvent::MfaFailure {
-                user: &user,
+                user,
                 client,
                 sid: &t.sid,
             });
-            self.count_failure(&user, client).await?;
-            return Err(LoginError::InvalidGrant("invalid code"));
+            return Err(LoginError::InvalidGrant(INVALID_CODE));
         };
         // Each MFA token opens one session.
         let fresh = self
@@ -62,20 +83,22 @@ impl LoginService {
         }
         if used == CodeKind::Recovery {
             self.emit(SecurityEvent::RecoveryCodeUsed {
-                user: &user,
+                user,
                 client,
                 sid: &t.sid,
             });
         }
-        self.lockout
-            .clear(&*self.store, &lockout::keys(&user, client)[0])
-            .await?;
-        let pair = self
-            .start_session(&user, &t.sid, &["pwd", "otp"], t.credential.as_ref())
-            .await?;
+        let Some(pair) = self
+            .start_session(user, &t.sid, &["pwd", "otp"], t.credential.as_ref(), epoch)
+            .await?
+        else {
+            return Err(LoginError::InvalidGrant(
+                "sessions of this user were revoked meanwhile; sign in again",
+            ));
+        };
         self.metrics.record_login(LoginResult::Success);
         self.emit(SecurityEvent::MfaSuccess {
-            user: &user,
+            user,
             client,
             sid: &t.sid,
         });
@@ -175,7 +198,7 @@ impl LoginService {
                 client,
                 sid: &token.sid,
             });
-            return Err(LoginError::InvalidGrant("invalid code"));
+            return Err(LoginError::InvalidGrant(INVALID_CODE));
         }
         let codes = self.replace_recovery_codes(user, true).await?;
         self.emit(SecurityEvent::TwoFactorEnabled {
@@ -252,9 +275,11 @@ impl LoginService {
                 "two-factor authentication is not enabled",
             ));
         }
-        self.ensure_unlocked(&token.sub, client).await?;
-        match self.check_code(&token.sub, code).await? {
-            Some(kind) => {
+        let attempt = self.reserve_attempt(&token.sub, client).await?;
+        let checked = self.check_code(&token.sub, code).await;
+        match checked {
+            Ok(Some(kind)) => {
+                self.release_attempt(attempt).await;
                 if kind == CodeKind::Recovery {
                     self.emit(SecurityEvent::RecoveryCodeUsed {
                         user: &token.sub,
@@ -264,14 +289,18 @@ impl LoginService {
                 }
                 Ok(())
             }
-            None => {
+            Ok(None) => {
                 self.emit(SecurityEvent::MfaFailure {
                     user: &token.sub,
                     client,
                     sid: &token.sid,
                 });
-                self.count_failure(&token.sub, client).await?;
-                Err(LoginError::InvalidGrant("invalid code"))
+                self.count_failure(&token.sub, client, attempt).await?;
+                Err(LoginError::InvalidGrant(INVALID_CODE))
+            }
+            Err(e) => {
+                self.release_attempt(attempt).await;
+                Err(e)
             }
         }
     }
@@ -284,6 +313,9 @@ impl LoginService {
         })
     }
 }
+
+/// What a wrong code answers (and what marks it as one to count).
+const INVALID_CODE: &str = "invalid code";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CodeKind {

@@ -1,17 +1,73 @@
 //! Sessions: opening one (a refresh-token family stored under its sid), issuing token pairs,
 //! rotating refresh tokens with reuse detection, logout, and revoking one session or every
 //! session of a user. The store keeps only the jti of the one refresh token still usable and
-//! the backend credential sealed under the sid, never a token.
+//! the backend credential sealed under the sid; the only tokens it ever holds are the pair of
+//! a rotation during the short reuse grace, sealed under the server's key.
+//!
+//! User-wide revocation is race-free through a per-user epoch kept with the user's session
+//! list (see [`LoginService::revoke_user`] and [`LoginService::start_session`]).
 
 use std::net::IpAddr;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{LoginError, LoginService, TokenPair, check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
-use crate::store::{Ns, update};
+use crate::store::{Ns, StoreError, update};
 use crate::token::{Kind, TokenError, Verified};
+
+/// The user's session list lives at least this long after its last write, so its epoch
+/// cannot expire (and restart from 0) under a login still in flight.
+const EPOCH_KEEP: u64 = 24 * 3600;
+
+/// The sessions of one user and the epoch of its user-wide revocations.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UserSessions {
+    /// Moves on every user-wide revocation; a login lists its session only if it has not
+    /// moved since the login read it.
+    epoch: u64,
+    /// (sid, expires at).
+    sids: Vec<(String, u64)>,
+}
+
+impl UserSessions {
+    /// The stored list; a corrupt one is an error, never an empty list (that would forget
+    /// the sessions a revocation has to find).
+    fn decode(raw: Option<&[u8]>) -> Result<Self, StoreError> {
+        let Some(raw) = raw else {
+            return Ok(Self::default());
+        };
+        serde_json::from_slice(raw)
+            .or_else(|_| {
+                // The list as stored before epochs existed.
+                serde_json::from_slice::<Vec<(String, u64)>>(raw)
+                    .map(|sids| Self { epoch: 0, sids })
+            })
+            .map_err(|e| StoreError::Corrupt(format!("user session list: {e}")))
+    }
+
+    fn expires_at(&self, now: u64) -> u64 {
+        let last = self.sids.iter().map(|(_, e)| *e).max().unwrap_or(0);
+        last.max(now + EPOCH_KEEP)
+    }
+}
+
+/// What the reuse grace keeps of a rotation, sealed: the pair it handed out.
+#[derive(Serialize, Deserialize)]
+struct Rotated {
+    next_jti: String,
+    access_token: String,
+    refresh_token: String,
+}
+
+fn grace_key(jti: &str) -> String {
+    format!("refresh:{jti}")
+}
+
+fn grace_context(sid: &str, jti: &str) -> String {
+    format!("refresh-grace:{sid}:{jti}")
+}
 
 /// One login session (a refresh-token family), as stored under its sid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,14 +83,25 @@ struct Session {
 
 impl LoginService {
     /// Opens session `sid` of `user`: a token pair, the stored session, and the session in
-    /// the user's list (so a change of second factor can revoke it).
+    /// the user's list (so a user-wide revocation can find it). `epoch` is the user's epoch as
+    /// read before the caller decided this login may have a session; if a user-wide
+    /// revocation has moved it since, the session is dropped unseen and `None` returned.
+    ///
+    /// Why this closes the race with [`Self::revoke_user`]: listing the session is one
+    /// compare-and-swap on the whole list record, conditioned on the epoch. Store writes to
+    /// one key are linearisable, so the append either lands before the revocation's bump (and
+    /// the bump, being one atomic update of the same record, hands it to the revocation) or
+    /// after it (and sees the moved epoch and fails). Its tokens only leave this function once
+    /// it is listed; a dropped session's access token was never handed out and its record is
+    /// deleted, so nothing of it is usable.
     pub(super) async fn start_session(
         &self,
         user: &str,
         sid: &str,
         amr: &[&str],
         credential: Option<&SecretString>,
-    ) -> Result<TokenPair, LoginError> {
+        epoch: u64,
+    ) -> Result<Option<TokenPair>, LoginError> {
         let (pair, refresh_jti) = self.issue(user, sid, amr, credential)?;
         let now = self.now();
         let session = Session {
@@ -48,17 +115,61 @@ impl LoginService {
             .put(Ns::Session, sid, &json(&session), session.expires_at)
             .await?;
         let until = session.expires_at;
-        update(&*self.store, Ns::UserSessions, user, |raw| {
-            let mut sids: Vec<(String, u64)> = raw
-                .and_then(|r| serde_json::from_slice(r).ok())
-                .unwrap_or_default();
-            sids.retain(|(_, exp)| *exp > now);
-            sids.push((sid.to_owned(), until));
-            let max = sids.iter().map(|(_, e)| *e).max().unwrap_or(until);
-            (Some(json(&sids)), max, ())
+        let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
+            if list.epoch != epoch {
+                return (raw.map(<[u8]>::to_vec), 0, Ok(false));
+            }
+            list.sids.retain(|(_, exp)| *exp > now);
+            list.sids.push((sid.to_owned(), until));
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, Ok(true))
         })
-        .await?;
-        Ok(pair)
+        .await
+        .and_then(|decoded| decoded);
+        match listed {
+            Ok(true) => Ok(Some(pair)),
+            Ok(false) => {
+                self.store.delete(Ns::Session, sid).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                // Unlisted, it would escape a user-wide revocation: it must not live.
+                let _ = self.store.delete(Ns::Session, sid).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Keeps `sid`'s entry in the user's list (and so the list) alive as long as the session,
+    /// which each refresh extends: an entry left at the session's first expiry would drop out
+    /// while the session lives on, and a user-wide revocation would no longer find it.
+    async fn extend_listing(&self, user: &str, sid: &str, until: u64) -> Result<(), LoginError> {
+        let now = self.now();
+        update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
+            let Some(entry) = list.sids.iter_mut().find(|(s, _)| s == sid) else {
+                // Not listed (taken by a revocation that is revoking it): leave it so.
+                return (raw.map(<[u8]>::to_vec), 0, Ok(()));
+            };
+            entry.1 = until;
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, Ok(()))
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// The epoch of `user`'s user-wide revocations, to hand to [`Self::start_session`].
+    pub(super) async fn sessions_epoch(&self, user: &str) -> Result<u64, LoginError> {
+        let raw = self.store.get(Ns::UserSessions, user).await?;
+        Ok(UserSessions::decode(raw.as_deref())?.epoch)
     }
 
     fn issue(
@@ -85,7 +196,10 @@ impl LoginService {
     }
 
     /// Rotates a refresh token: the presented one dies, a new pair is issued. Presenting a
-    /// spent one revokes the whole session.
+    /// spent one revokes the whole session, except the token rotated last, presented again
+    /// within `tokens.refresh_reuse_grace` (a browser's double refresh, two tabs): that gets
+    /// the same pair again. The price is bounded by the grace: in it, whoever holds the token
+    /// just rotated gets the pair its rotation handed out; after it, any second use revokes.
     pub async fn refresh(
         &self,
         refresh_token: &str,
@@ -109,16 +223,14 @@ impl LoginService {
         };
         let session: Session = parse(&raw)?;
         if session.refresh_jti != *t.jti {
-            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::RefreshReuse)
-                .await?;
-            self.emit(SecurityEvent::RefreshReuse {
-                user: &t.sub,
-                client,
-                sid: &t.sid,
-            });
-            return Err(LoginError::InvalidGrant(
-                "refresh token already used; session revoked",
-            ));
+            // Rotated already: by this same token moments ago, or it is reuse.
+            if let Some(pair) = self
+                .rotated_pair(&t.sid, &t.jti, Some(&session.refresh_jti))
+                .await?
+            {
+                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
+            }
+            return Err(self.reuse(&t.sid, &t.sub, client).await);
         }
         let credential = session
             .cred
@@ -131,6 +243,13 @@ impl LoginService {
         }
         let amr: Vec<&str> = session.amr.iter().map(String::as_str).collect();
         let (pair, new_jti) = self.issue(&session.user, &t.sid, &amr, credential.as_ref())?;
+        if self.refresh_grace > 0 && !self.claim_rotation(&t.sid, &t.jti, &new_jti, &pair).await? {
+            // A concurrent refresh of the same token rotates it: hand out its pair.
+            if let Some(pair) = self.rotated_pair(&t.sid, &t.jti, None).await? {
+                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
+            }
+            return Err(self.reuse(&t.sid, &t.sub, client).await);
+        }
         let next = Session {
             refresh_jti: new_jti,
             expires_at: self.now() + self.refresh_ttl,
@@ -148,23 +267,94 @@ impl LoginService {
             .await?;
         if !swapped {
             // Someone else rotated this same token in the meantime: that is reuse too.
-            self.revoke_session(&t.sid, &t.sub, client, RevokeReason::RefreshReuse)
-                .await?;
-            self.emit(SecurityEvent::RefreshReuse {
-                user: &t.sub,
-                client,
-                sid: &t.sid,
-            });
-            return Err(LoginError::InvalidGrant(
-                "refresh token already used; session revoked",
-            ));
+            return Err(self.reuse(&t.sid, &t.sub, client).await);
         }
-        self.emit(SecurityEvent::Refresh {
-            user: &t.sub,
-            client,
-            sid: &t.sid,
-        });
-        Ok(pair)
+        self.extend_listing(&session.user, &t.sid, next.expires_at)
+            .await?;
+        Ok(self.refreshed(pair, &t.sub, &t.sid, client))
+    }
+
+    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: IpAddr) -> TokenPair {
+        self.emit(SecurityEvent::Refresh { user, client, sid });
+        pair
+    }
+
+    /// A spent refresh token was presented: the session dies, `refresh_reuse` is logged.
+    async fn reuse(&self, sid: &str, user: &str, client: IpAddr) -> LoginError {
+        if let Err(e) = self
+            .revoke_session(sid, user, client, RevokeReason::RefreshReuse)
+            .await
+        {
+            return e;
+        }
+        self.emit(SecurityEvent::RefreshReuse { user, client, sid });
+        LoginError::InvalidGrant("refresh token already used; session revoked")
+    }
+
+    /// Stakes the claim to rotate refresh token `jti`: its new pair, sealed, under the old
+    /// jti for the grace. Only the first claimant rotates; whoever finds the claim taken hands
+    /// out the claimant's pair instead of minting a rival one.
+    async fn claim_rotation(
+        &self,
+        sid: &str,
+        jti: &str,
+        next_jti: &str,
+        pair: &TokenPair,
+    ) -> Result<bool, LoginError> {
+        let rotated = Rotated {
+            next_jti: next_jti.to_owned(),
+            access_token: pair.access_token.expose().clone(),
+            refresh_token: pair.refresh_token.expose().clone(),
+        };
+        let plain = SecretString::from(serde_json::to_string(&rotated).unwrap_or_default());
+        let sealed = self.tokens.seal(&grace_context(sid, jti), &plain)?;
+        let until = self.now() + self.refresh_grace;
+        Ok(self
+            .store
+            .compare_and_swap(
+                Ns::Once,
+                &grace_key(jti),
+                None,
+                Some(sealed.as_bytes()),
+                until,
+            )
+            .await?)
+    }
+
+    /// The pair the rotation of `jti` handed out, while the grace lasts, and only if it is
+    /// still the session's current pair (`current`: the session's refresh jti, when known):
+    /// the grace covers the token rotated last, never an older one.
+    async fn rotated_pair(
+        &self,
+        sid: &str,
+        jti: &str,
+        current: Option<&str>,
+    ) -> Result<Option<TokenPair>, LoginError> {
+        if self.refresh_grace == 0 {
+            return Ok(None);
+        }
+        let Some(sealed) = self.store.get(Ns::Once, &grace_key(jti)).await? else {
+            return Ok(None);
+        };
+        let Some(plain) = std::str::from_utf8(&sealed)
+            .ok()
+            .and_then(|s| self.tokens.unseal(&grace_context(sid, jti), s))
+        else {
+            return Ok(None);
+        };
+        let Ok(rotated) = serde_json::from_str::<Rotated>(plain.expose_secret()) else {
+            return Ok(None);
+        };
+        if current.is_some_and(|c| c != rotated.next_jti) {
+            return Ok(None);
+        }
+        Ok(Some(TokenPair {
+            access_token: rotated.access_token.into(),
+            token_type: "Bearer",
+            expires_in: self.access_ttl,
+            refresh_token: rotated.refresh_token.into(),
+            refresh_expires_in: self.refresh_ttl,
+        }))
     }
 
     /// Revokes one session everywhere: store (replicas pick it up) and this replica at once.
@@ -192,21 +382,42 @@ impl LoginService {
         Ok(())
     }
 
-    /// Revokes every session of `user` (after a change of second factor).
+    /// Revokes every session of `user` (after a change of second factor). First the epoch
+    /// moves, in the same atomic update that takes the list, so a login racing this one
+    /// either is in that list or cannot list itself afterwards (see [`Self::start_session`]);
+    /// then the listed sessions are revoked and only they leave the list.
     pub(super) async fn revoke_user(
         &self,
         user: &str,
         client: IpAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
-        let sids: Vec<(String, u64)> = match self.store.get(Ns::UserSessions, user).await? {
-            Some(raw) => parse(&raw)?,
-            None => Vec::new(),
-        };
-        for (sid, _) in sids {
-            self.revoke_session(&sid, user, client, reason).await?;
+        let now = self.now();
+        let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
+            list.epoch = list.epoch.wrapping_add(1);
+            let expires = list.expires_at(now);
+            let sids: Vec<String> = list.sids.iter().map(|(s, _)| s.clone()).collect();
+            (Some(json(&list)), expires, Ok(sids))
+        })
+        .await??;
+        for sid in &listed {
+            self.revoke_session(sid, user, client, reason).await?;
         }
-        self.store.delete(Ns::UserSessions, user).await?;
+        update(&*self.store, Ns::UserSessions, user, |raw| {
+            let mut list = match UserSessions::decode(raw) {
+                Ok(list) => list,
+                Err(e) => return (raw.map(<[u8]>::to_vec), 0, Err(e)),
+            };
+            list.sids
+                .retain(|(sid, exp)| *exp > now && !listed.contains(sid));
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, Ok(()))
+        })
+        .await??;
         Ok(())
     }
 
@@ -223,5 +434,24 @@ impl LoginService {
             sid: &token.sid,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn user_session_lists_from_before_epochs_still_read_and_corrupt_ones_do_not() {
+        let old = UserSessions::decode(Some(br#"[["s1",2000]]"#)).unwrap();
+        assert_eq!((old.epoch, old.sids), (0, vec![("s1".to_owned(), 2000)]));
+        let new = UserSessions::decode(Some(br#"{"epoch":7,"sids":[]}"#)).unwrap();
+        assert_eq!(new.epoch, 7);
+        assert_eq!(UserSessions::decode(None).unwrap().epoch, 0);
+        assert!(matches!(
+            UserSessions::decode(Some(b"{nope")),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -31,10 +31,30 @@ fn full_key(ns: Ns, key: &str) -> String {
     format!("{}\u{0}{key}", ns.prefix())
 }
 
+/// Makes sure the database file exists with mode 0600 before redb opens it (redb would create
+/// it 0644 under the usual umask), and narrows a file an older version created world-readable.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 impl EmbeddedStore {
     pub fn open(dir: &Path, clock: Clock) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let db = Database::create(dir.join("authgate.redb")).map_err(err)?;
+        crate::token::keys::create_private_dir(dir).map_err(err)?;
+        let path = dir.join("authgate.redb");
+        private_file(&path).map_err(err)?;
+        let db = Database::create(&path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(KV).map_err(err)?;
         txn.commit().map_err(err)?;
@@ -216,6 +236,21 @@ mod tests {
         let clock = Clock::manual(1_000);
         let store = EmbeddedStore::open(dir.path(), clock.clone()).unwrap();
         super::super::conformance::run(&store, &clock).await;
+    }
+
+    #[test]
+    fn database_file_is_owner_only_even_when_an_older_version_made_it_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let clock = Clock::manual(1_000);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        drop(EmbeddedStore::open(&data, clock.clone()).unwrap());
+        let db = data.join("authgate.redb");
+        assert_eq!((mode(&data), mode(&db)), (0o700, 0o600));
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(EmbeddedStore::open(&data, clock).unwrap());
+        assert_eq!(mode(&db), 0o600);
     }
 
     #[tokio::test]

@@ -115,6 +115,23 @@ impl VerifiedCache {
         slot.bytes += size;
     }
 
+    /// Forgets one entry, if present.
+    pub fn remove(&self, key: u128) {
+        let mut slot = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.map.remove(&key) {
+            slot.bytes -= cost(&old);
+        }
+    }
+
+    /// Forgets every entry (the keys changed: verdicts must be reached again).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut slot = shard.write().unwrap_or_else(|p| p.into_inner());
+            slot.map.clear();
+            slot.bytes = 0;
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
@@ -172,6 +189,22 @@ mod tests {
         );
         // Recent entries are findable.
         assert!(cache.get(cache.key("9999")).is_some());
+    }
+
+    #[test]
+    fn remove_and_clear_forget_entries() {
+        let cache = VerifiedCache::new(1 << 20);
+        for i in 0..100u32 {
+            cache.insert(cache.key(&i.to_string()), verified(100), 0);
+        }
+        cache.remove(cache.key("7"));
+        assert!(cache.get(cache.key("7")).is_none());
+        assert!(cache.get(cache.key("8")).is_some());
+        assert_eq!(cache.len(), 99);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+        let bytes: usize = cache.shards.iter().map(|s| s.read().unwrap().bytes).sum();
+        assert_eq!(bytes, 0);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Signing keys on disk: generated on first start, persisted with mode 0600 under
-//! `<store.path>/keys/`, rotated on demand. A rotated key stops signing at once but keeps
-//! verifying until the last token it signed has expired, then it is deleted.
+//! `<store.path>/keys/`, rotated on demand. A rotated key stops signing at once and records
+//! when (`retired`): from then on it verifies only tokens issued before that time, each kind
+//! for at most its life (the rules live in `token`); once nothing it signed can verify, the
+//! file is deleted.
 //! Private key material never leaves this module except as a `jsonwebtoken::EncodingKey`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +38,8 @@ struct KeyFile {
     kid: String,
     alg: Algorithm,
     created: u64,
-    /// When this key stopped signing; it verifies until `retired + retention`.
+    /// When this key stopped signing: it verifies only tokens issued before, each kind for at
+    /// most its life after this time, and is deleted at `retired + retention`.
     retired: Option<u64>,
     /// PKCS#8 PEM for asymmetric keys, base64 for the HS256 secret.
     private: String,
@@ -46,6 +49,8 @@ struct KeyFile {
 pub struct PublicKey {
     pub decoding: DecodingKey,
     pub jwk: Option<Jwk>,
+    /// When the key stopped signing (`None`: it signs): what it may still verify depends on it.
+    pub retired: Option<u64>,
 }
 
 /// The keys loaded from disk: the one that signs and all that still verify.
@@ -159,6 +164,7 @@ impl KeyFile {
             return Ok(PublicKey {
                 decoding: DecodingKey::from_secret(&secret),
                 jwk: None,
+                retired: self.retired,
             });
         }
         let mut jwk = Jwk::from_encoding_key(encoding, jwt_alg(self.alg))?;
@@ -167,6 +173,7 @@ impl KeyFile {
         Ok(PublicKey {
             decoding: DecodingKey::from_jwk(&jwk)?,
             jwk: Some(jwk),
+            retired: self.retired,
         })
     }
 }
@@ -183,7 +190,13 @@ fn read_all(dir: &Path) -> Result<Vec<(PathBuf, KeyFile)>, KeyError> {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // Deleted since the listing (`rotate-keys --revoke-old`, or a key past its
+            // retention): it is gone, not an error that would keep the old keys loaded.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
         let key: KeyFile = serde_json::from_str(&text).map_err(|e| KeyError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
@@ -202,13 +215,18 @@ fn save(dir: &Path, key: &KeyFile) -> Result<(), KeyError> {
     write_private(&path, &text)
 }
 
-fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
+/// Creates `dir` and any missing parents with mode 0700 (owner only); existing directories are
+/// left as they are. Everything authgate keeps under `store.path` is secret or private.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io_err(dir))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
+    create_private_dir(dir).map_err(io_err(dir))
 }
 
 /// Loads the keys of `alg`, generating the first one if there is none, and deletes keys whose
@@ -276,28 +294,114 @@ pub fn rotate(store_path: &Path, alg: Algorithm, now: u64) -> Result<String, Key
     Ok(key.kid)
 }
 
-/// The server-only key that seals backend credentials inside access tokens.
+/// Emergency rotation, for a key that leaked: generates a new signing key and deletes every
+/// other one, so everything they signed is refused (as an unknown `kid`) by each server
+/// within its key-reload interval and by a restarted one. Every session must log in again.
+/// Returns the new kid and the revoked ones.
+pub fn rotate_and_revoke(
+    store_path: &Path,
+    alg: Algorithm,
+    now: u64,
+) -> Result<(String, Vec<String>), KeyError> {
+    let dir = keys_dir(store_path);
+    ensure_dir(&dir)?;
+    let key = generate(alg, now)?;
+    save(&dir, &key)?;
+    let mut revoked = Vec::new();
+    for (path, old) in read_all(&dir)? {
+        if old.kid != key.kid {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            revoked.push(old.kid);
+        }
+    }
+    Ok((key.kid, revoked))
+}
+
+/// The server-only key that seals backend credentials inside access tokens and TOTP secrets
+/// at rest: `keys/seal.key`, the first sealing key (id 0), created when missing.
 pub fn load_or_create_seal_key(store_path: &Path) -> Result<[u8; 32], KeyError> {
     let dir = keys_dir(store_path);
     ensure_dir(&dir)?;
     let path = dir.join("seal.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes = STANDARD.decode(text.trim()).ok();
-            bytes
-                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                .ok_or_else(|| KeyError::Corrupt {
-                    path: path.clone(),
-                    message: "expected 32 bytes of base64".into(),
-                })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match read_seal_key(&path) {
+        Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let key = random_bytes::<32>()?;
             write_private(&path, STANDARD.encode(key).as_bytes())?;
             Ok(key)
         }
-        Err(e) => Err(io_err(&path)(e)),
+        other => other,
     }
+}
+
+fn read_seal_key(path: &Path) -> Result<[u8; 32], KeyError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let bytes = STANDARD.decode(text.trim()).ok();
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| KeyError::Corrupt {
+            path: path.to_owned(),
+            message: "expected 32 bytes of base64".into(),
+        })
+}
+
+/// The id of a rotated sealing key file, `seal-<id>.key` (id 1 and up).
+fn seal_key_id(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let id = name.strip_prefix("seal-")?.strip_suffix(".key")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// A sealing key and when its file arrived (its modification time, seconds since the epoch;
+/// 0 if unknown): a Kubernetes Secret reaches each pod at its own time.
+pub struct SealKey {
+    pub key: [u8; 32],
+    pub arrived: u64,
+}
+
+fn arrived(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Every sealing key by id: `seal.key` is id 0 (created when missing), `seal-<id>.key` the
+/// rotated ones. All of them open what they sealed; the caller picks the one that seals.
+/// Sealing keys are never deleted: a stored TOTP secret lives as long as its enrollment.
+pub fn load_seal_keys(store_path: &Path) -> Result<BTreeMap<u32, SealKey>, KeyError> {
+    let mut keys = BTreeMap::new();
+    let first = SealKey {
+        key: load_or_create_seal_key(store_path)?,
+        arrived: 0,
+    };
+    keys.insert(0, first);
+    let dir = keys_dir(store_path);
+    for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let path = entry.map_err(io_err(&dir))?.path();
+        if let Some(id) = seal_key_id(&path) {
+            let key = SealKey {
+                key: read_seal_key(&path)?,
+                arrived: arrived(&path),
+            };
+            keys.insert(id, key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Starts sealing with a new key (`seal-<id>.key`); older ones keep opening what they sealed.
+/// Servers open with it once they reload their keys, and seal with it `tokens.rotation_grace`
+/// after its file arrived. Returns its id.
+pub fn rotate_seal_key(store_path: &Path) -> Result<u32, KeyError> {
+    let current = load_seal_keys(store_path)?;
+    let id = current.keys().next_back().map_or(1, |last| last + 1);
+    let path = keys_dir(store_path).join(format!("seal-{id}.key"));
+    write_private(&path, STANDARD.encode(random_bytes::<32>()?).as_bytes())?;
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -327,6 +431,16 @@ mod tests {
             let has_jwk = first.verifying[&first.signing_kid].jwk.is_some();
             assert_eq!(has_jwk, alg != Algorithm::HS256);
         }
+    }
+
+    #[test]
+    fn a_key_file_gone_between_listing_and_reading_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path(), Algorithm::EdDSA, 1000, 60).unwrap();
+        // What a reload sees when a revocation deletes a file it has just listed.
+        std::os::unix::fs::symlink("gone.json", keys_dir(dir.path()).join("revoked.json")).unwrap();
+        let again = load_or_create(dir.path(), Algorithm::EdDSA, 1001, 60).unwrap();
+        assert_eq!(again.signing_kid, first.signing_kid);
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! checks `iss`, `aud`, `exp`, `nbf` and `iat` against the injected [`Clock`] with the configured
 //! leeway. A verified token is cached (bounded by bytes) under a keyed 128-bit hash of its text;
 //! the cache stores the claims, so every hit re-checks expiry and can never extend a token's life.
+//!
+//! A rotated-out (retired) key verifies only tokens issued before its retirement (plus the
+//! leeway and `tokens.rotation_grace`), each kind for at most its life after that; a revoked
+//! key is gone, so its `kid` is unknown. Any change of keys empties the cache. Sealed blobs
+//! name their sealing key (`<id>.`, none for the first key), so sealing keys can rotate while
+//! old blobs still open.
 
 mod cache;
 pub mod keys;
@@ -133,8 +139,10 @@ pub enum Invalid {
     Algorithm,
     /// A `typ` that is none of ours.
     Type,
-    /// A `kid` we do not have.
+    /// A `kid` we do not have (never had, or revoked by `rotate-keys --revoke-old`).
     UnknownKey,
+    /// Signed by a rotated-out key after its retirement: a leaked key minting new tokens.
+    RetiredKey,
     Signature,
     Issuer,
     Audience,
@@ -150,6 +158,7 @@ impl Invalid {
             Invalid::Algorithm => "unexpected signing algorithm",
             Invalid::Type => "unexpected token type",
             Invalid::UnknownKey => "unknown signing key",
+            Invalid::RetiredKey => "signing key retired",
             Invalid::Signature => "bad signature",
             Invalid::Issuer => "wrong issuer",
             Invalid::Audience => "wrong audience",
@@ -166,11 +175,106 @@ pub enum MintError {
     Seal,
 }
 
+/// Life of an MFA token (`login::MFA_TOKEN_TTL`): how long a retired key verifies MFA tokens.
+const MFA_TOKEN_LIFE: u64 = 300;
+
+struct VerifyingKey {
+    decoding: DecodingKey,
+    retired: Option<u64>,
+}
+
 struct KeySnapshot {
     signing_kid: String,
     signing: EncodingKey,
-    verifying: std::collections::HashMap<String, DecodingKey>,
+    verifying: std::collections::HashMap<String, VerifyingKey>,
     jwks: Arc<[u8]>,
+    /// Every kid with its retirement: when it changes, cached verdicts are stale.
+    fingerprint: Vec<(String, Option<u64>)>,
+    seal: SealKeys,
+}
+
+/// The sealing keys by id. A sealed blob names its key as `<id>.` before the base64url text,
+/// except for id 0 (`seal.key`), whose blobs have no prefix: that is how everything was sealed
+/// before sealing keys could rotate, so those blobs still open. The highest id whose file
+/// arrived `rotation_grace` ago seals: by then every replica has it and can open the blob.
+struct SealKeys {
+    current: u32,
+    keys: std::collections::HashMap<u32, LessSafeKey>,
+}
+
+impl SealKeys {
+    /// `sealing`: the key this process seals with so far; it stays usable even when its file
+    /// looks new again (the kubelet rewrites every file of a Secret that changes).
+    fn load(
+        store_path: &std::path::Path,
+        now: u64,
+        grace: u64,
+        sealing: u32,
+    ) -> Result<Self, keys::KeyError> {
+        let raw = keys::load_seal_keys(store_path)?;
+        let current = raw
+            .iter()
+            .filter(|(id, k)| **id <= sealing || k.arrived.saturating_add(grace) <= now)
+            .map(|(id, _)| *id)
+            .next_back()
+            .unwrap_or(0);
+        let keys = raw
+            .into_iter()
+            .map(|(id, k)| {
+                UnboundKey::new(&AES_256_GCM, &k.key)
+                    .map(|k| (id, LessSafeKey::new(k)))
+                    .map_err(|_| keys::KeyError::Generate)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { current, keys })
+    }
+
+    /// The key a blob names, and the base64url text after the name.
+    fn for_blob<'a>(&self, sealed: &'a str) -> Option<(&LessSafeKey, &'a str)> {
+        let (id, text) = match sealed.split_once('.') {
+            // base64url has no '.', so a blob without one is from key 0.
+            None => (0, sealed),
+            Some((id, text)) => {
+                let canonical = !id.is_empty()
+                    && !id.starts_with('0')
+                    && id.bytes().all(|b| b.is_ascii_digit());
+                (canonical.then(|| id.parse().ok()).flatten()?, text)
+            }
+        };
+        Some((self.keys.get(&id)?, text))
+    }
+}
+
+/// The token lives that bound what a retired key may still verify.
+#[derive(Clone, Copy)]
+struct Lives {
+    access: u64,
+    refresh: u64,
+    leeway: u64,
+    /// `tokens.rotation_grace`: how long servers may go on signing with a retired key.
+    grace: u64,
+}
+
+impl Lives {
+    fn of(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Access => self.access,
+            Kind::Refresh => self.refresh,
+            Kind::Mfa => MFA_TOKEN_LIFE,
+        }
+    }
+
+    /// Until when a key retired at `retired` verifies tokens of `kind` (before the leeway).
+    fn deadline(&self, retired: u64, kind: Kind) -> u64 {
+        retired
+            .saturating_add(self.grace)
+            .saturating_add(self.of(kind))
+    }
+
+    /// How long a retired key is kept on disk: past this nothing it signed can verify.
+    fn retention(&self) -> u64 {
+        self.access.max(self.refresh).max(MFA_TOKEN_LIFE) + self.grace + self.leeway
+    }
 }
 
 /// Everything needed to mint and verify tokens. Cheap to share (`Arc`), lock-free to read.
@@ -179,12 +283,11 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     leeway: u64,
-    retention: u64,
+    lives: Lives,
     store_path: PathBuf,
     clock: Clock,
     keys: ArcSwap<KeySnapshot>,
     validation: Validation,
-    seal_key: LessSafeKey,
     cache: cache::VerifiedCache,
     rng: SystemRandom,
 }
@@ -215,6 +318,12 @@ fn well_formed(token: &str) -> bool {
     !token.is_empty() && token.len() <= MAX_TOKEN_LEN && token.bytes().all(|b| B64TOKEN[b as usize])
 }
 
+/// Whether `value` can be an HTTP header value as every proxy passes it: not empty, at most
+/// 4 KiB, no control characters (RFC 9110 field-value without obs-fold; tab refused too).
+pub fn header_safe(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 4096 && value.bytes().all(|b| b >= 0x20 && b != 0x7f)
+}
+
 /// Three base64url segments, as every JWS in compact form.
 fn jws_shaped(token: &str) -> bool {
     token.bytes().filter(|&b| b == b'.').count() == 2
@@ -227,12 +336,13 @@ impl TokenService {
     /// Loads (or creates) keys under `store.path` and builds the service.
     pub fn new(cfg: &config::Config, clock: Clock) -> Result<Self, keys::KeyError> {
         let t = &cfg.tokens;
-        let retention = t.refresh_ttl.as_secs().max(t.access_ttl.as_secs()) + t.leeway.as_secs();
-        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), retention)?;
-        let seal_key = keys::load_or_create_seal_key(&cfg.store.path)?;
-        let seal_key = UnboundKey::new(&AES_256_GCM, &seal_key)
-            .map(LessSafeKey::new)
-            .map_err(|_| keys::KeyError::Generate)?;
+        let lives = Lives {
+            access: t.access_ttl.as_secs(),
+            refresh: t.refresh_ttl.as_secs(),
+            leeway: t.leeway.as_secs(),
+            grace: t.rotation_grace.as_secs(),
+        };
+        let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives, 0)?;
         let mut validation = Validation::new(jwt_alg(t.algorithm));
         validation.set_issuer(&[&t.issuer]);
         validation.set_audience(&[&t.audience]);
@@ -246,12 +356,11 @@ impl TokenService {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),
             leeway: t.leeway.as_secs(),
-            retention,
+            lives,
             store_path: cfg.store.path.clone(),
             clock,
             keys: ArcSwap::from_pointee(snapshot),
             validation,
-            seal_key,
             cache: cache::VerifiedCache::new(t.cache_bytes),
             rng: SystemRandom::new(),
         })
@@ -262,9 +371,22 @@ impl TokenService {
     }
 
     /// Re-reads the key directory (after `authgate rotate-keys`, or to drop expired keys).
+    /// When a key was retired, revoked or dropped, the verified-token cache is emptied: its
+    /// verdicts were reached under the old rules.
     pub fn reload_keys(&self) -> Result<(), keys::KeyError> {
-        let snapshot = load_snapshot(&self.store_path, self.alg, self.clock.now(), self.retention)?;
+        let sealing = self.keys.load().seal.current;
+        let snapshot = load_snapshot(
+            &self.store_path,
+            self.alg,
+            self.clock.now(),
+            self.lives,
+            sealing,
+        )?;
+        let changed = self.keys.load().fingerprint != snapshot.fingerprint;
         self.keys.store(Arc::new(snapshot));
+        if changed {
+            self.cache.clear();
+        }
         Ok(())
     }
 
@@ -327,9 +449,15 @@ impl TokenService {
                 if !well_formed(token) {
                     return Err(TokenError::Malformed);
                 }
-                let v = Arc::new(self.verify_cold(token)?);
+                let keys = self.keys.load_full();
+                let v = Arc::new(self.verify_cold(token, &keys)?);
                 if v.kind == Kind::Access {
                     self.cache.insert(key, v.clone(), self.clock.now());
+                    // A reload that changes the keys empties the cache; one that ran while
+                    // this token was checked under the old keys must not find it cached after.
+                    if !Arc::ptr_eq(&self.keys.load(), &keys) {
+                        self.cache.remove(key);
+                    }
                 }
                 v
             }
@@ -349,7 +477,7 @@ impl TokenService {
         Ok(())
     }
 
-    fn verify_cold(&self, token: &str) -> Result<Verified, TokenError> {
+    fn verify_cold(&self, token: &str, keys: &KeySnapshot) -> Result<Verified, TokenError> {
         if !jws_shaped(token) {
             return Err(TokenError::Invalid(Invalid::NotJwt));
         }
@@ -364,14 +492,13 @@ impl TokenService {
             .as_deref()
             .and_then(Kind::from_typ)
             .ok_or(TokenError::Invalid(Invalid::Type))?;
-        let keys = self.keys.load();
-        let decoding = header
+        let key = header
             .kid
             .as_deref()
             .and_then(|kid| keys.verifying.get(kid))
             .ok_or(TokenError::Invalid(Invalid::UnknownKey))?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(
+            |e| {
                 use jsonwebtoken::errors::ErrorKind as E;
                 TokenError::Invalid(match e.kind() {
                     E::InvalidSignature => Invalid::Signature,
@@ -379,17 +506,37 @@ impl TokenService {
                     E::InvalidAudience => Invalid::Audience,
                     _ => Invalid::Claims,
                 })
-            })?;
-        let c = data.claims;
+            },
+        )?;
+        let mut c = data.claims;
+        if let Some(retired) = key.retired {
+            // A leaked key must not mint new tokens: only those issued before it was retired
+            // (or by a server that had not seen the rotation yet) are genuine, and none
+            // outlives the longest life a token of its kind could have had then.
+            let issued_by = retired
+                .saturating_add(self.lives.grace)
+                .saturating_add(self.leeway);
+            if c.iat > issued_by {
+                return Err(TokenError::Invalid(Invalid::RetiredKey));
+            }
+            c.exp = c.exp.min(self.lives.deadline(retired, kind));
+        }
         let credential = match c.cred {
             Some(sealed) if kind != Kind::Refresh => Some(
-                self.unseal(&c.sid, &sealed)
+                unseal_with(&keys.seal, &c.sid, &sealed)
                     .ok_or(TokenError::Invalid(Invalid::Claims))?,
             ),
             Some(_) => return Err(TokenError::Invalid(Invalid::Claims)),
             None => None,
         };
-        if c.sub.is_empty() || c.sid.is_empty() {
+        // The identity travels upstream in headers: one that cannot be a header value is no
+        // identity (checked once here; a verified token is cached).
+        let headers_can_carry = header_safe(&c.sub)
+            && header_safe(&c.sid)
+            && credential
+                .as_ref()
+                .is_none_or(|cred| header_safe(cred.expose_secret()));
+        if !headers_can_carry {
             return Err(TokenError::Invalid(Invalid::Claims));
         }
         Ok(Verified {
@@ -405,39 +552,33 @@ impl TokenService {
         })
     }
 
-    /// AEAD-seals a secret (a backend credential, a TOTP secret) under the server-only key,
-    /// bound to `context` (the session id, `totp:<user>`): it opens under that context only.
+    /// AEAD-seals a secret (a backend credential, a TOTP secret) under the current sealing
+    /// key, bound to `context` (the session id, `totp:<user>`): it opens under that context only.
     pub fn seal(&self, context: &str, secret: &SecretString) -> Result<String, MintError> {
+        let keys = self.keys.load();
+        let seal = &keys.seal;
+        let key = seal.keys.get(&seal.current).ok_or(MintError::Seal)?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| MintError::Seal)?;
         let mut buf = secret.expose_secret().as_bytes().to_vec();
-        self.seal_key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context.as_bytes()),
-                &mut buf,
-            )
-            .map_err(|_| MintError::Seal)?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut buf,
+        )
+        .map_err(|_| MintError::Seal)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        let text = URL_SAFE_NO_PAD.encode(out);
+        Ok(match seal.current {
+            0 => text,
+            id => format!("{id}.{text}"),
+        })
     }
 
     /// Opens a sealed secret; `None` if it was tampered with or belongs to another context.
     pub fn unseal(&self, context: &str, sealed: &str) -> Option<SecretString> {
-        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        if raw.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ct) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .seal_key
-            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
-            .ok()?;
-        let text = std::str::from_utf8(plain).ok()?;
-        Some(SecretString::from(text.to_owned()))
+        unseal_with(&self.keys.load().seal, context, sealed)
     }
 
     /// Number of cached verified tokens (for metrics and tests).
@@ -446,20 +587,50 @@ impl TokenService {
     }
 }
 
+/// Opens a sealed secret with the key its blob names.
+fn unseal_with(seal: &SealKeys, context: &str, sealed: &str) -> Option<SecretString> {
+    let (key, sealed) = seal.for_blob(sealed)?;
+    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = ct.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
+        .ok()?;
+    let text = std::str::from_utf8(plain).ok()?;
+    Some(SecretString::from(text.to_owned()))
+}
+
 fn load_snapshot(
     store_path: &std::path::Path,
     alg: Algorithm,
     now: u64,
-    retention: u64,
+    lives: Lives,
+    sealing: u32,
 ) -> Result<KeySnapshot, keys::KeyError> {
-    let loaded = keys::load_or_create(store_path, alg, now, retention)?;
+    let loaded = keys::load_or_create(store_path, alg, now, lives.retention())?;
+    // Others verify only access tokens with the JWKS: a retired key is published while an
+    // access token it signed can still be good, and no longer.
+    let published = |retired: Option<u64>| {
+        retired.is_none_or(|r| now <= lives.deadline(r, Kind::Access).saturating_add(lives.leeway))
+    };
     let jwks = JwkSet {
         keys: loaded
             .verifying
             .values()
+            .filter(|k| published(k.retired))
             .filter_map(|k| k.jwk.clone())
             .collect(),
     };
+    let mut fingerprint: Vec<(String, Option<u64>)> = loaded
+        .verifying
+        .iter()
+        .map(|(kid, k)| (kid.clone(), k.retired))
+        .collect();
+    fingerprint.sort();
     let jwks = serde_json::to_vec(&jwks).unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
     Ok(KeySnapshot {
         signing_kid: loaded.signing_kid,
@@ -467,9 +638,17 @@ fn load_snapshot(
         verifying: loaded
             .verifying
             .into_iter()
-            .map(|(kid, k)| (kid, k.decoding))
+            .map(|(kid, k)| {
+                let key = VerifyingKey {
+                    decoding: k.decoding,
+                    retired: k.retired,
+                };
+                (kid, key)
+            })
             .collect(),
         jwks: jwks.into(),
+        fingerprint,
+        seal: SealKeys::load(store_path, now, lives.grace, sealing)?,
     })
 }
 

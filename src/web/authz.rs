@@ -16,8 +16,9 @@ use axum::routing::any;
 
 use super::AppState;
 use crate::credentials::{self, Headers};
-use crate::decision::{self, Decision};
+use crate::decision::{self, Decision, Denial};
 use crate::metrics::Transport;
+use crate::token::Invalid;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -86,10 +87,16 @@ fn authz_response(decision: Decision) -> Response {
             let mut resp = StatusCode::OK.into_response();
             let h = resp.headers_mut();
             for (name, value) in allow.set_headers {
-                // From the `String` itself: its buffer becomes the value, no copy.
-                if let Ok(v) = HeaderValue::try_from(value) {
-                    h.insert(name, v);
-                }
+                // From the `String` itself: its buffer becomes the value, no copy. A value
+                // that cannot be a header is never skipped (the client's copy would then pass
+                // on): the request is refused. Verified tokens carry only header-safe values,
+                // so this is a guard, not a path.
+                match HeaderValue::try_from(value) {
+                    Ok(v) => h.insert(name, v),
+                    Err(_) => {
+                        return authz_response(Decision::Deny(Denial::Invalid(Invalid::Claims)));
+                    }
+                };
             }
             let remove = match allow.remove_headers.as_slice() {
                 [] => None,

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -92,10 +93,26 @@ impl FromRequestParts<Arc<AppState>> for ClientAddr {
     }
 }
 
+/// Says once that a peer sends `X-Forwarded-For` nobody trusts: behind a proxy that is not
+/// in `listen.trusted_proxies`, every client shares the proxy's address (and its lockout).
+fn untrusted_forwarding_once(peer: IpAddr) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For ignored: listen.trusted_proxies is empty, so the peer is the client; \
+             behind a proxy, list its address there"
+        );
+    }
+}
+
 /// The client address: the peer, or the last `X-Forwarded-For` hop when the peer is a
 /// trusted proxy (the entry that proxy appended itself).
 fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     if !state.trusted_proxies.contains(&peer.ip()) {
+        if state.trusted_proxies.is_empty() && headers.contains_key("x-forwarded-for") {
+            untrusted_forwarding_once(peer.ip());
+        }
         return peer.ip();
     }
     headers

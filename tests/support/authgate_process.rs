@@ -29,6 +29,7 @@ impl AuthgateProcess {
             &config,
             format!(
                 "[listen]\nhttp = \"127.0.0.1:{}\"\ngrpc = \"127.0.0.1:{}\"\ndrain_grace = \"5s\"\n\
+                 max_connections = 20000\n\
                  [backend]\nkind = \"nethcti\"\nurl = {:?}\nws_url = {:?}\n\
                  [store]\npath = {:?}\n{extra}",
                 ports[0],

@@ -21,13 +21,21 @@
 //!   Digest <40 lowercase hex>` on success, 401 without that header on bad credentials, 503
 //!   while [`NethctiSim::set_down`] is on, 400 for a body that is not that JSON.
 //! - `POST /authentication/logout` with a live credential: 200, the token dies.
-//! - `GET /user/me` with a live credential: 200 `{"username",...}`.
+//! - `GET /user/me` with a live credential: 200 `{"username",...}`, `username` being the
+//!   canonical account name whatever alias the login used (or what
+//!   [`NethctiSim::set_me_answer`] says).
 //! - `POST /plain/login`, JSON `{"username","password"}`: 200 on good credentials, 401 on bad,
 //!   503 while down. Not part of nethcti; it lets the same simulator stand in for the generic
 //!   `http` backend kind.
 //! - anything else with a live credential: 200 `{"method","path","query","headers"}` (`path`
 //!   without the query string, `query` the raw query or null, `headers` an object of lowercase
 //!   names; repeated headers are joined with ", "). Without a live credential: 401.
+//!
+//! Aliases, as the real server has them: a login may name the account by its user name, by
+//! `user@domain` (anything after the last `@` is ignored) or by the user's main extension
+//! number ([`NethctiSim::set_extension`]; only when no user has that name). The token is
+//! computed over the name as typed and only works with it (`Authorization: <typed>:<token>`),
+//! as the real server keys its grants on the login name; `/user/me` answers the canonical one.
 //!
 //! Time: tokens expire on the simulator's own clock, which is the real monotonic clock plus an
 //! offset that [`NethctiSim::advance`] moves forward, so tests can expire a session without
@@ -122,6 +130,8 @@ struct Session {
 
 struct State {
     users: HashMap<String, String>,
+    /// Main extension number -> user name.
+    extensions: HashMap<String, String>,
     /// Live sessions keyed by the full `Authorization` value `user:token`.
     sessions: HashMap<String, Session>,
     idle_timeout: Duration,
@@ -129,6 +139,8 @@ struct State {
     down: bool,
     delay: Duration,
     forced_status: Option<StatusCode>,
+    /// What `/user/me` answers a live credential instead of the user's JSON.
+    me_answer: Option<(StatusCode, String)>,
     challenge_override: Option<String>,
     requests: Vec<RecordedRequest>,
 }
@@ -187,12 +199,14 @@ impl NethctiSim {
                     .iter()
                     .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
                     .collect(),
+                extensions: HashMap::new(),
                 sessions: HashMap::new(),
                 idle_timeout,
                 clock_offset: Duration::ZERO,
                 down: false,
                 delay: Duration::ZERO,
                 forced_status: None,
+                me_answer: None,
                 challenge_override: None,
                 requests: Vec::new(),
             }),
@@ -235,6 +249,32 @@ impl NethctiSim {
     /// `Digest <nonce>` (and remembers no token): for testing clients against a broken server.
     pub fn set_login_challenge(&self, value: Option<&str>) {
         self.shared.lock().challenge_override = value.map(str::to_owned);
+    }
+
+    /// While set, `/user/me` answers a live credential with this status and body (as JSON)
+    /// instead of the user's JSON: for testing clients against a broken server.
+    pub fn set_me_answer(&self, answer: Option<(u16, String)>) {
+        self.shared.lock().me_answer = answer
+            .map(|(status, body)| (StatusCode::from_u16(status).expect("valid status"), body));
+    }
+
+    /// Makes `extension` the main extension number of `user`: a login may use it instead of
+    /// the user name.
+    pub fn set_extension(&self, user: &str, extension: &str) {
+        self.shared
+            .lock()
+            .extensions
+            .insert(extension.to_owned(), user.to_owned());
+    }
+
+    /// How many `POST /authentication/login` requests have arrived so far.
+    pub fn login_attempts(&self) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == "/authentication/login" || r.path == "/plain/login")
+            .count()
     }
 
     /// Moves the simulator's clock forward, so idle sessions expire without sleeping.
@@ -384,6 +424,15 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             None => respond(StatusCode::UNAUTHORIZED),
         },
         (&Method::GET, "/user/me") => match state.use_session(credential) {
+            Some(_) if state.me_answer.is_some() => {
+                let (status, body) = state.me_answer.clone().unwrap_or_default();
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
             Some(user) => respond_json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -432,6 +481,21 @@ fn check_password(state: &State, username: &str, password: &str) -> bool {
     state.users.get(username).is_some_and(|p| p == password)
 }
 
+/// The account a login name stands for, as nethcti-server resolves it: a user name, else a
+/// main extension number, then `user@domain` cut at its last `@`.
+fn canonical(state: &State, login_name: &str) -> Option<String> {
+    let name = if state.users.contains_key(login_name) {
+        login_name
+    } else {
+        state
+            .extensions
+            .get(login_name)
+            .map_or(login_name, String::as_str)
+    };
+    let name = name.rsplit_once('@').map_or(name, |(user, _)| user);
+    state.users.contains_key(name).then(|| name.to_owned())
+}
+
 fn login(state: &mut State, body: &[u8]) -> Response<Full<Bytes>> {
     if state.down {
         return respond(StatusCode::SERVICE_UNAVAILABLE);
@@ -440,19 +504,23 @@ fn login(state: &mut State, body: &[u8]) -> Response<Full<Bytes>> {
         return respond(StatusCode::BAD_REQUEST);
     };
     let mut response = respond(StatusCode::UNAUTHORIZED);
-    if !check_password(state, &username, &password) {
+    let Some(account) = canonical(state, &username) else {
+        return response;
+    };
+    if !check_password(state, &account, &password) {
         return response;
     }
     let challenge = match &state.challenge_override {
         Some(value) => value.clone(),
         None => {
             let nonce = new_nonce();
+            // Keyed on the name as typed, like the real server's grants.
             let token = legacy_token(&username, &password, &nonce);
             let last_used = state.now();
             state.sessions.insert(
                 format!("{username}:{token}"),
                 Session {
-                    username,
+                    username: account,
                     last_used,
                 },
             );

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
 use authgate::clock::Clock;
-use authgate::config::Algorithm;
+use authgate::config::{Access, Algorithm};
+use authgate::token::Kind;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use super::app::TestApp;
+use super::app::{TestApp, routes};
 use super::client::{HttpResponse, get, post_json, request};
 use super::echo::{Echo, Seen};
 use super::hostile::{alg_none_token, hs256_token, jwt_part, tampered_signature};
@@ -257,6 +258,14 @@ impl Stack {
             .file_users(&[(USER, PASSWORD)])
             .clock(Clock::system())
             .config(|c| c.tokens.algorithm = Algorithm::EdDSA)
+            .config(|c| {
+                c.policy.routes = routes(&[
+                    ("/admin", Access::Mfa),
+                    ("/auth/", Access::Public),
+                    ("/.well-known/", Access::Public),
+                    ("/", Access::Token),
+                ])
+            })
             .start()
             .await;
         let echo = Echo::start().await;
@@ -348,6 +357,10 @@ impl Stack {
             Check::PathTricks => self.check_path_tricks().await,
             Check::SpoofedIdentityWithoutToken => self.check_spoofed_identity().await,
             Check::CookieToken => self.check_cookie_token().await,
+            Check::BackendLoginClosed => self.check_backend_login_closed().await,
+            Check::FoldedMfaRoute => self.check_folded_mfa_route().await,
+            Check::UnderscoreIdentity => self.check_underscore_identity().await,
+            Check::UnemittableIdentity => self.check_unemittable_identity().await,
             Check::FailClosedWithoutAuthgate => self.check_fail_closed().await,
         }
     }
@@ -829,15 +842,40 @@ impl Stack {
         let seen = self.upstream_single("cookie token", before)?;
         self.expect_identity("cookie token", &seen, &sid)?;
         let forwarded = seen.headers.get("cookie").cloned().unwrap_or_default();
-        if self.kind == ProxyKind::Nginx {
-            // auth_request cannot rewrite the Cookie header conditionally: a known limit.
-            eprintln!("[nginx] cookie token: upstream Cookie header still carries the token");
-        } else {
-            ensure!(
-                forwarded == "theme=dark; lang=it",
-                "cookie token: upstream Cookie should keep the other cookies only, got {forwarded:?}"
-            );
-        }
+        ensure!(
+            forwarded == "theme=dark; lang=it",
+            "cookie token: upstream Cookie should keep the other cookies only, got {forwarded:?}"
+        );
+        // The token cookie alone: no Cookie header upstream at all.
+        let before = self.echo.count();
+        let only = format!("authgate_access={}", tokens.access);
+        let resp = self.get("/api/cookie", &[("Cookie", &only)]).await?;
+        ensure!(resp.status == 200, "cookie alone: {}", resp.describe());
+        let seen = self.upstream_single("cookie alone", before)?;
+        ensure!(
+            !seen.headers.contains_key("cookie"),
+            "cookie alone: upstream got Cookie {:?}",
+            seen.headers.get("cookie")
+        );
+        // A bearer token and the app's own cookies: those pass untouched.
+        let before = self.echo.count();
+        let bearer = format!("Bearer {}", tokens.access);
+        let resp = self
+            .get(
+                "/api/cookie",
+                &[
+                    ("Authorization", &bearer),
+                    ("Cookie", "theme=dark; lang=it"),
+                ],
+            )
+            .await?;
+        ensure!(resp.status == 200, "app cookies: {}", resp.describe());
+        let seen = self.upstream_single("app cookies", before)?;
+        ensure!(
+            seen.headers.get("cookie").map(String::as_str) == Some("theme=dark; lang=it"),
+            "app cookies: upstream got Cookie {:?}",
+            seen.headers.get("cookie")
+        );
         // A bad token in the cookie is refused like any other.
         let resp = self
             .get("/api/cookie", &[("Cookie", "authgate_access=not-a-jwt")])
@@ -848,6 +886,153 @@ impl Stack {
             resp.describe()
         );
         Ok(())
+    }
+
+    fn sid_of(access: &str) -> String {
+        jwt_part(access, 1)["sid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The shipped configs close the legacy app's own login API however it is spelled, so
+    /// nobody guesses passwords there outside lockout and 2FA (with a token or without).
+    async fn check_backend_login_closed(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let bearer = format!("Bearer {}", tokens.access);
+        let before = self.echo.count();
+        let body = br#"{"username":"alice","password":"guess"}"#;
+        for path in [
+            "/authentication/login",
+            "/authentication",
+            "/Authentication/login",
+            "/AUTHENTICATION/LOGIN",
+            "/x/../authentication/login",
+            "//authentication//login",
+            "/authentication%2Flogin",
+            "/%61uthentication/login",
+        ] {
+            for auth in [None, Some(bearer.as_str())] {
+                let headers: Vec<(&str, &str)> =
+                    auth.map(|a| ("Authorization", a)).into_iter().collect();
+                let resp = request(self.addr, "POST", path, &headers, Some(body)).await?;
+                let expected: &[u16] = if auth.is_some() { &[403] } else { &[401, 403] };
+                ensure!(
+                    expected.contains(&resp.status),
+                    "POST {path} ({} token): expected {expected:?}, got {}",
+                    if auth.is_some() { "with" } else { "no" },
+                    resp.describe()
+                );
+            }
+        }
+        self.expect_upstream_untouched("the backend's own login API", before)
+    }
+
+    /// An MFA route read as a backend that folds case or trims trailing dots and spaces reads
+    /// it (Express, IIS, Spring): a password-only token gets no further than on `/admin`.
+    async fn check_folded_mfa_route(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let bearer = format!("Bearer {}", tokens.access);
+        let before = self.echo.count();
+        for path in [
+            "/admin",
+            "/ADMIN",
+            "/Admin/users",
+            "/%41DMIN",
+            "/admin.",
+            "/admin%2e",
+            "/admin%20",
+            "/admin..;/",
+            "/ADMIN..;/users",
+        ] {
+            let resp = self.get(path, &[("Authorization", &bearer)]).await?;
+            // 403 from authgate; a proxy may refuse a path it cannot normalise (400).
+            ensure!(
+                matches!(resp.status, 400 | 403),
+                "{path} with a password-only token: expected 403, got {}",
+                resp.describe()
+            );
+        }
+        self.expect_upstream_untouched("MFA route readings, password-only token", before)?;
+        // The same token still opens the routes next to it.
+        let resp = self
+            .get("/administrator", &[("Authorization", &bearer)])
+            .await?;
+        ensure!(resp.status == 200, "/administrator: {}", resp.describe());
+        Ok(())
+    }
+
+    /// `X_Auth_User` is `X-Auth-User` to CGI, WSGI and PHP: Envoy refuses the request, nginx
+    /// drops the header (underscores_in_headers off); it never reaches the app.
+    async fn check_underscore_identity(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let bearer = format!("Bearer {}", tokens.access);
+        let before = self.echo.count();
+        let resp = self
+            .get(
+                "/api/underscore",
+                &[
+                    ("Authorization", &bearer),
+                    ("X_Auth_User", "root"),
+                    ("X_AUTH_SESSION", "s-root"),
+                ],
+            )
+            .await?;
+        match self.kind {
+            ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
+                ensure!(
+                    resp.status == 400,
+                    "underscores: expected 400, got {}",
+                    resp.describe()
+                );
+                self.expect_upstream_untouched("underscore identity headers", before)
+            }
+            ProxyKind::Nginx => {
+                ensure!(
+                    resp.status == 200,
+                    "underscores: expected 200, got {}",
+                    resp.describe()
+                );
+                let seen = self.upstream_single("underscore identity headers", before)?;
+                ensure!(
+                    !seen.headers.keys().any(|k| k.contains('_')),
+                    "underscores: the app got {:?}",
+                    seen.headers
+                );
+                self.expect_identity(
+                    "underscore identity headers",
+                    &seen,
+                    &Self::sid_of(&tokens.access),
+                )
+            }
+        }
+    }
+
+    /// A genuine token whose user name cannot be a header value (a backend that accepted a
+    /// control character) is refused: the identity is never skipped, so the client's own
+    /// X-Auth-User can never pass in its place.
+    async fn check_unemittable_identity(&self) -> anyhow::Result<()> {
+        let service = &self.authgate.running().state.tokens;
+        let before = self.echo.count();
+        for sub in ["ali\u{1}ce", "alice\r\nX-Auth-User: root", "alice\u{7f}"] {
+            let (token, _) = service.mint(Kind::Access, sub, "sid-ctl", &["pwd"], 300, None)?;
+            let resp = self
+                .get(
+                    "/api/x",
+                    &[
+                        ("Authorization", &format!("Bearer {token}")),
+                        ("X-Auth-User", "mallory"),
+                    ],
+                )
+                .await?;
+            self.expect_denial(
+                &format!("user name {sub:?}"),
+                &resp,
+                401,
+                Some("invalid_token"),
+            )?;
+        }
+        self.expect_upstream_untouched("identities that cannot be headers", before)
     }
 }
 
@@ -863,6 +1048,10 @@ pub enum Check {
     PublicRoutes,
     PathTricks,
     SpoofedIdentityWithoutToken,
+    BackendLoginClosed,
+    FoldedMfaRoute,
+    UnderscoreIdentity,
+    UnemittableIdentity,
     /// Stops authgate: must come last.
     FailClosedWithoutAuthgate,
 }
@@ -878,6 +1067,10 @@ impl Check {
         Check::PublicRoutes,
         Check::PathTricks,
         Check::SpoofedIdentityWithoutToken,
+        Check::BackendLoginClosed,
+        Check::FoldedMfaRoute,
+        Check::UnderscoreIdentity,
+        Check::UnemittableIdentity,
         Check::FailClosedWithoutAuthgate,
     ];
 }
