@@ -30,6 +30,36 @@ pub struct Config {
     pub lockout: Lockout,
     /// `[policy]`: which requests need which access, and where their token is.
     pub policy: PolicyConfig,
+    /// `[relay]`: the socket.io relay to the backend's live events (SPEC 2.4).
+    pub relay: RelayConfig,
+}
+
+/// `[relay]`: the WebSocket relay at `/socket.io/` (and `/api/ws/`) to `backend.ws_url`.
+/// Only with `backend.kind = "nethcti"`; elsewhere those paths answer 404.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Relayed sockets open at once on this replica; past it an upgrade gets 503. At least 1,
+    /// and less than `listen.max_connections` (each socket holds one of those connections:
+    /// the rest serve the checks and the API). Default 2048.
+    pub max_sockets: usize,
+    /// Largest WebSocket message relayed either way (a bigger one closes the socket with
+    /// 1009); at least 1 KiB, at most 16 MiB. Default 1 MiB (socket.io's own default).
+    pub max_frame_bytes: usize,
+    /// How long a socket may stay open without a successful socket.io `login` (when no token
+    /// came with the upgrade). Between 1s and 5m. Default `10s`.
+    #[serde(deserialize_with = "duration")]
+    pub login_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            max_sockets: 2048,
+            max_frame_bytes: 1024 * 1024,
+            login_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[listen]`
@@ -133,6 +163,27 @@ pub struct RemoteBackendConfig {
     /// `backend.timeout`: upper bound of one backend call, connection included; more than
     /// zero. Default `5s`.
     pub timeout: Duration,
+    /// `backend.ws_url`: where the backend's socket.io server is (`ws://` or `wss://`, no
+    /// credentials, query or fragment); the relay dials `{ws_url}/socket.io/?...`. Default:
+    /// `backend.url` with its scheme swapped (`http` -> `ws`, `https` -> `wss`).
+    pub ws_url: Option<String>,
+}
+
+impl RemoteBackendConfig {
+    /// `backend.ws_url`, or `backend.url` with its scheme swapped, without a trailing slash.
+    pub fn ws_url(&self) -> String {
+        let url = match &self.ws_url {
+            Some(ws) => ws.clone(),
+            None => match self.url.split_once("://") {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
+                    format!("wss://{rest}")
+                }
+                Some((_, rest)) => format!("ws://{rest}"),
+                None => self.url.clone(),
+            },
+        };
+        url.trim_end_matches('/').to_owned()
+    }
 }
 
 /// The keys of the `file` backend.
@@ -191,6 +242,8 @@ struct RawBackend {
     users_file: PathBuf,
     #[serde(default = "default_backend_timeout", deserialize_with = "duration")]
     timeout: Duration,
+    #[serde(default)]
+    ws_url: Option<String>,
 }
 
 // Not `#[serde(tag = "kind")]`: serde buffers an internally tagged enum's content before it
@@ -203,6 +256,7 @@ impl<'de> Deserialize<'de> for BackendConfig {
         let remote = || RemoteBackendConfig {
             url: raw.url.clone(),
             timeout: raw.timeout,
+            ws_url: raw.ws_url.clone(),
         };
         Ok(match raw.kind {
             BackendKind::Nethcti => BackendConfig::Nethcti(remote()),
@@ -661,6 +715,10 @@ impl Config {
                         "must be greater than zero",
                     ));
                 }
+                ws_url(&remote.ws_url()).map_err(|m| {
+                    // A derived URL fails only with `backend.url`, already refused above.
+                    ConfigError::invalid("backend.ws_url", m)
+                })?;
             }
             BackendConfig::File(file) => {
                 if file.users_file.as_os_str().is_empty() {
@@ -713,8 +771,59 @@ impl Config {
             }
         }
         self.policy.token_sources.validate("policy.token_sources")?;
+        let r = &self.relay;
+        if r.max_sockets == 0 {
+            return Err(ConfigError::invalid(
+                "relay.max_sockets",
+                "must be at least 1",
+            ));
+        }
+        if r.max_sockets >= self.listen.max_connections {
+            return Err(ConfigError::invalid(
+                "relay.max_sockets",
+                format!(
+                    "must be less than listen.max_connections ({}): each relayed socket holds \
+                     one HTTP connection, and the checks need some too",
+                    self.listen.max_connections
+                ),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&r.max_frame_bytes) {
+            return Err(ConfigError::invalid(
+                "relay.max_frame_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if r.login_timeout < Duration::from_secs(1) || r.login_timeout > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "relay.login_timeout",
+                "must be between 1s and 5m",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The rules for `backend.ws_url`: `ws` or `wss`, a host, no credentials, query or fragment
+/// (the relay appends `/socket.io/?<the client's query>`).
+pub fn ws_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid ws url: {e}"))?;
+    if !matches!(parsed.scheme(), "ws" | "wss") {
+        return Err(format!(
+            "ws url must be ws or wss, not {:?}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("ws url must name a host".to_owned());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("ws url must not carry credentials".to_owned());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("ws url must not have a query or fragment".to_owned());
+    }
+    Ok(parsed)
 }
 
 impl TokenSources {
@@ -989,6 +1098,7 @@ cookie = "authgate_access"
             BackendConfig::Nethcti(RemoteBackendConfig {
                 url: "http://127.0.0.1:8179".into(),
                 timeout: Duration::from_secs(2),
+                ws_url: None,
             })
         );
         // The url of another kind is ignored: one file switches kind by one override.
@@ -1043,6 +1153,22 @@ cookie = "authgate_access"
                 "store.url",
             ),
             ("[totp]\nissuer = \"Neth:Voice\"", "totp.issuer"),
+            (
+                "[backend]\nkind = \"nethcti\"\nws_url = \"http://h\"",
+                "backend.ws_url",
+            ),
+            (
+                "[backend]\nkind = \"nethcti\"\nws_url = \"ws://h/?token=x\"",
+                "backend.ws_url",
+            ),
+            (
+                "[backend]\nkind = \"nethcti\"\nws_url = \"wss://u:p@h\"",
+                "backend.ws_url",
+            ),
+            ("[relay]\nmax_sockets = 0", "relay.max_sockets"),
+            ("[relay]\nmax_sockets = 4096", "relay.max_sockets"),
+            ("[relay]\nmax_frame_bytes = 10", "relay.max_frame_bytes"),
+            ("[relay]\nlogin_timeout = \"0s\"", "relay.login_timeout"),
             (
                 "[listen]\ngrpc = \"127.0.0.1:8080\"\nhttp = \"127.0.0.1:8080\"",
                 "listen.grpc",
@@ -1105,13 +1231,40 @@ cookie = "authgate_access"
         // Every key is written out, not left to its default.
         let table: toml::Table = block.parse().unwrap();
         for section in [
-            "listen", "backend", "tokens", "store", "totp", "lockout", "policy",
+            "listen", "backend", "tokens", "store", "totp", "lockout", "policy", "relay",
         ] {
             assert!(
                 table.contains_key(section),
                 "README block lacks [{section}]"
             );
         }
+    }
+
+    #[test]
+    fn ws_url_defaults_to_the_scheme_swapped_url() {
+        let remote = |url: &str, ws: Option<&str>| RemoteBackendConfig {
+            url: url.into(),
+            timeout: Duration::from_secs(1),
+            ws_url: ws.map(str::to_owned),
+        };
+        assert_eq!(remote("http://h:8179", None).ws_url(), "ws://h:8179");
+        assert_eq!(
+            remote("https://h/webrest/", None).ws_url(),
+            "wss://h/webrest"
+        );
+        assert_eq!(
+            remote("http://h:8179", Some("ws://h:8183/")).ws_url(),
+            "ws://h:8183"
+        );
+        let c = Config::from_toml_str(
+            "[backend]\nkind = \"nethcti\"\nurl = \"https://h\"\nws_url = \"ws://127.0.0.1:8183\"",
+        )
+        .unwrap();
+        let BackendConfig::Nethcti(r) = &c.backend else {
+            panic!("{:?}", c.backend)
+        };
+        assert_eq!(r.ws_url(), "ws://127.0.0.1:8183");
+        assert_eq!(c.relay, RelayConfig::default());
     }
 
     #[test]

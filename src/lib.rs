@@ -18,6 +18,7 @@ pub mod login;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;
+pub mod relay;
 pub mod revocation;
 pub mod server;
 pub mod store;

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::decision::{Decision, Outcome};
 use crate::events::EventKind;
+use crate::relay::CloseReason;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Transport {
@@ -113,6 +114,12 @@ pub struct Metrics {
     security_events: [Counter; EventKind::ALL.len()],
     pub cached_tokens: Gauge,
     pub revoked_sessions: Gauge,
+    /// Relayed socket.io sockets open now.
+    pub relay_sockets: Gauge,
+    /// Relayed WebSocket messages: `[to the backend, to the client]`.
+    pub relay_frames: [Counter; 2],
+    /// One counter per `CloseReason`, indexed by it.
+    relay_closes: [Counter; CloseReason::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -182,6 +189,31 @@ impl Metrics {
             "Sessions in the in-memory revocation set",
             revoked_sessions.clone(),
         );
+        let relay_sockets = Gauge::default();
+        registry.register(
+            "relay_sockets",
+            "Relayed socket.io WebSockets open now",
+            relay_sockets.clone(),
+        );
+        let frames_family = Family::<Labels, Counter>::default();
+        let relay_frames =
+            ["backend", "client"].map(|to| frames_family.get_or_create(&vec![("to", to)]).clone());
+        registry.register(
+            "relay_frames",
+            "WebSocket messages relayed, by the side they were sent to",
+            frames_family,
+        );
+        let closes_family = Family::<Labels, Counter>::default();
+        let relay_closes = CloseReason::ALL.map(|reason| {
+            closes_family
+                .get_or_create(&vec![("reason", reason.as_str())])
+                .clone()
+        });
+        registry.register(
+            "relay_closes",
+            "Relayed sockets closed (or refused at upgrade), by reason",
+            closes_family,
+        );
         Self {
             registry,
             checks,
@@ -190,6 +222,9 @@ impl Metrics {
             security_events,
             cached_tokens,
             revoked_sessions,
+            relay_sockets,
+            relay_frames,
+            relay_closes,
         }
     }
 
@@ -209,6 +244,10 @@ impl Metrics {
 
     pub fn record_security_event(&self, kind: EventKind) {
         self.security_events[kind as usize].inc();
+    }
+
+    pub fn record_relay_close(&self, reason: CloseReason) {
+        self.relay_closes[reason as usize].inc();
     }
 
     /// The Prometheus text exposition.

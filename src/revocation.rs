@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::store::{Ns, Store, StoreError};
@@ -24,6 +25,9 @@ pub struct Revocations {
     clock: Clock,
     /// sid -> unix time after which the entry is useless (every token of it has expired).
     set: ArcSwap<HashMap<Arc<str>, u64>>,
+    /// Bumped whenever a session is newly revoked (here or merged from the store), so that
+    /// long-lived holders of a session (relayed sockets) wake up and look, instead of polling.
+    generation: watch::Sender<u64>,
 }
 
 impl Revocations {
@@ -31,7 +35,18 @@ impl Revocations {
         Self {
             clock,
             set: ArcSwap::from_pointee(HashMap::new()),
+            generation: watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees a change after every new revocation; check
+    /// [`Revocations::is_revoked`] for the sessions you hold when it does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     pub fn is_revoked(&self, sid: &str) -> bool {
@@ -47,6 +62,7 @@ impl Revocations {
             *entry = (*entry).max(until);
             next
         });
+        self.bump();
     }
 
     /// Adds what the store knows (a full resync). Revocation only ever grows until expiry,
@@ -67,6 +83,7 @@ impl Revocations {
             }
             next
         });
+        self.bump();
     }
 
     /// Every entry, for re-publishing to a store that came back empty.
@@ -172,6 +189,7 @@ pub async fn keep_in_sync(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -187,6 +205,21 @@ mod tests {
         assert!(r.is_revoked("s1"));
         assert!(!r.is_revoked("s2"));
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn holders_are_told_of_new_revocations_only() {
+        let r = Revocations::new(Clock::manual(100));
+        let mut rx = r.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        r.revoke("s1", 200);
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        // A resync that brings nothing new wakes nobody.
+        r.merge(HashMap::from([(Arc::from("s1"), 150)]));
+        assert!(!rx.has_changed().unwrap());
+        r.merge(HashMap::from([(Arc::from("s2"), 150)]));
+        assert!(rx.has_changed().unwrap());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::Backend;
 use crate::clock::Clock;
-use crate::config::{Config, Listen};
+use crate::config::{BackendConfig, Config, Listen};
 use crate::decision::Checker;
 use crate::grpc::AuthzService;
 use crate::listener::{self, Limits};
@@ -25,6 +25,7 @@ use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::readiness::Readiness;
+use crate::relay::Relay;
 use crate::revocation::{self, Revocations};
 use crate::store::Store;
 use crate::token::TokenService;
@@ -72,6 +73,16 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         revocations.clone(),
         metrics.clone(),
     ));
+    let relay = match &config.backend {
+        BackendConfig::Nethcti(remote) => Some(Arc::new(Relay::new(
+            remote,
+            &config.relay,
+            checker.clone(),
+            store.clone(),
+            metrics.clone(),
+        ))),
+        BackendConfig::Http(_) | BackendConfig::File(_) => None,
+    };
     let state = Arc::new(AppState {
         checker,
         tokens,
@@ -79,6 +90,7 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         metrics,
         ready: Arc::new(Readiness::new().await),
         trusted_proxies: config.listen.trusted_proxies.clone(),
+        relay,
     });
     Ok(App {
         state,
@@ -212,11 +224,18 @@ async fn housekeeping(
 }
 
 impl Running {
-    /// Readiness off, stop accepting, let in-flight requests finish within the grace period.
+    /// Readiness off, stop accepting, let in-flight requests finish and relayed sockets close
+    /// (1001, after their frames in flight) within the grace period.
     pub async fn shutdown(self) {
         self.set_draining().await;
         let _ = self.shutdown.send(true);
-        let all = futures_join(self.servers);
+        let relay = self.state.relay.clone();
+        let sockets = async move {
+            if let Some(relay) = relay {
+                relay.drain().await;
+            }
+        };
+        let all = futures_util::future::join(futures_join(self.servers), sockets);
         if tokio::time::timeout(self.drain_grace, all).await.is_err() {
             tracing::warn!(grace = ?self.drain_grace, "drain grace period over; closing remaining connections");
         }

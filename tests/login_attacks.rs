@@ -79,6 +79,7 @@ fn http_app(sim: &NethctiSim) -> TestAppBuilder {
         c.backend = BackendConfig::Http(RemoteBackendConfig {
             url,
             timeout: Duration::from_secs(5),
+            ws_url: None,
         })
     })
 }

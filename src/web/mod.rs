@@ -7,6 +7,7 @@ mod authz;
 mod error;
 mod extract;
 mod login_api;
+mod socket;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,12 +39,15 @@ pub struct AppState {
     /// /readyz).
     pub ready: Arc<Readiness>,
     pub trusted_proxies: Vec<IpAddr>,
+    /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
     // The check answers only 200/401/403 (oversized credentials are a 401 there), so the
     // header bound applies to the API alone.
     let api = login_api::routes()
+        .merge(socket::routes())
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -113,6 +113,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// The nethcti backend's socket.io server at `ws_url` (a
+    /// [`super::nethcti_socket::NethctiSocket`]); call after [`Self::nethcti`].
+    pub fn nethcti_ws(mut self, ws_url: &str) -> Self {
+        if let BackendConfig::Nethcti(remote) = &mut self.config.backend {
+            remote.ws_url = Some(ws_url.to_owned());
+        }
+        self
+    }
+
     /// State in the Redis at `url`; keys still under the app's directory.
     pub fn redis(mut self, url: &str) -> Self {
         redis_store(&mut self.config, url);
@@ -284,6 +293,7 @@ fn nethcti_backend(config: &mut Config, url: &str, timeout: Duration) {
     config.backend = BackendConfig::Nethcti(RemoteBackendConfig {
         url: url.to_owned(),
         timeout,
+        ws_url: None,
     });
 }
 

@@ -10,6 +10,7 @@
 //! - [`hostile`]: hand-made hostile tokens (also used by the fuzz target);
 //! - [`app`]: the whole authgate in process ([`app::TestApp`] and its builder);
 //! - [`nethcti_sim`]: the nethcti-server stand-in;
+//! - [`nethcti_socket`]: its socket.io server (live events);
 //! - [`redis`]: a real `redis-server`;
 //! - [`totp`]: RFC 6238 codes computed independently of the code under test.
 
@@ -24,11 +25,14 @@
 )]
 
 pub mod app;
+pub mod authgate_process;
 pub mod client;
 pub mod echo;
 pub mod hostile;
 pub mod nethcti_sim;
+pub mod nethcti_socket;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod socket_client;
 pub mod totp;

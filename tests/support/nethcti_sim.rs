@@ -298,6 +298,13 @@ impl NethctiSim {
         state.sessions.len()
     }
 
+    /// Whether a legacy credential `user:token` is live (and touches it), for the socket.io
+    /// server of `nethcti_socket.rs`.
+    pub fn credential_check(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move |credential| shared.lock().use_session(Some(credential)).is_some()
+    }
+
     /// Ends every session of `username` server-side, as an admin or a restart would.
     pub fn kill_sessions_of(&self, username: &str) {
         self.shared

@@ -158,6 +158,11 @@ impl ChildProcess {
         text[cut..].to_owned()
     }
 
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     /// Panics with the log if the process has already exited.
     pub fn ensure_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
