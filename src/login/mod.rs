@@ -176,11 +176,6 @@ impl LoginService {
         event.emit(&self.metrics);
     }
 
-    /// Whether the state store answers.
-    pub async fn store_ready(&self) -> bool {
-        self.store.ping().await.is_ok()
-    }
-
     /// False while the last call to the backend failed (unreachable, timed out); true before
     /// the first call.
     pub fn backend_up(&self) -> bool {
