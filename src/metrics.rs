@@ -1,6 +1,8 @@
 //! Prometheus metrics. Label sets are small and fixed (transport x outcome), and every handle
 //! is created at start-up, so recording a check is three relaxed atomic adds, with no label
-//! hashing and no lock on the hot path.
+//! hashing and no lock on the hot path. Besides: build info, the store's and backend's state,
+//! login and backend call durations (not on the hot path: a lock per observation is fine
+//! there), and the standard `process_*` metrics, read from `/proc` at scrape time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
@@ -46,6 +49,31 @@ impl LoginResult {
             Self::Unavailable => "unavailable",
         }
     }
+}
+
+/// The `step` label of `authgate_login_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStep {
+    Password = 0,
+    Otp = 1,
+}
+
+const LOGIN_STEPS: [&str; 2] = ["password", "otp"];
+
+/// The `operation` label of `authgate_backend_request_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendOperation {
+    Authenticate = 0,
+    Session = 1,
+    Logout = 2,
+}
+
+const BACKEND_OPERATIONS: [&str; 3] = ["authenticate", "session", "logout"];
+
+/// 5 ms doubling up to ~10 s, then +Inf: a login or backend call, from a local file check
+/// (an Argon2 hash) to a backend near its timeout.
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
 }
 
 /// Finite latency buckets: 5 us doubling up to ~82 ms, then +Inf.
@@ -112,6 +140,8 @@ pub struct Metrics {
     logins: Family<Labels, Counter>,
     /// One counter per `EventKind`, indexed by it.
     security_events: [Counter; EventKind::ALL.len()],
+    login_duration: Vec<Histogram>,
+    backend_duration: Vec<Histogram>,
     pub cached_tokens: Gauge,
     pub revoked_sessions: Gauge,
     /// Relayed socket.io sockets open now.
@@ -120,6 +150,10 @@ pub struct Metrics {
     pub relay_frames: [Counter; 2],
     /// One counter per `CloseReason`, indexed by it.
     relay_closes: [Counter; CloseReason::ALL.len()],
+    /// 1 while the last revocation sync reached the store (set at scrape time).
+    pub store_up: Gauge,
+    /// 1 unless the last backend call failed (set at scrape time).
+    pub backend_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -214,17 +248,68 @@ impl Metrics {
             "Relayed sockets closed (or refused at upgrade), by reason",
             closes_family,
         );
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version of this authgate in a label",
+            build_info,
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the state store answers the revocation sync, 0 while it does not",
+            store_up.clone(),
+        );
+        let backend_up = Gauge::default();
+        registry.register(
+            "backend_up",
+            "0 while the last call to the login backend failed (unreachable, timed out), else 1",
+            backend_up.clone(),
+        );
+        let login_family =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(call_histogram);
+        let login_duration = LOGIN_STEPS
+            .iter()
+            .map(|step| login_family.get_or_create(&vec![("step", *step)]).clone())
+            .collect();
+        registry.register(
+            "login_duration_seconds",
+            "Time to answer one login step (password, otp), whatever the result",
+            login_family,
+        );
+        let backend_family =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(call_histogram);
+        let backend_duration = BACKEND_OPERATIONS
+            .iter()
+            .map(|op| {
+                backend_family
+                    .get_or_create(&vec![("operation", *op)])
+                    .clone()
+            })
+            .collect();
+        registry.register(
+            "backend_request_duration_seconds",
+            "Time of one call to the login backend, by operation, whatever the result",
+            backend_family,
+        );
         Self {
             registry,
             checks,
             latency,
             logins,
             security_events,
+            login_duration,
+            backend_duration,
             cached_tokens,
             revoked_sessions,
             relay_sockets,
             relay_frames,
             relay_closes,
+            store_up,
+            backend_up,
         }
     }
 
@@ -250,20 +335,177 @@ impl Metrics {
         self.relay_closes[reason as usize].inc();
     }
 
-    /// The Prometheus text exposition.
+    pub fn record_login_duration(&self, step: LoginStep, elapsed: Duration) {
+        self.login_duration[step as usize].observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_backend_request(&self, operation: BackendOperation, elapsed: Duration) {
+        self.backend_duration[operation as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition, with the `process_*` metrics of this process.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
+            return out;
+        }
+        // The registry prefixes every name with `authgate_`; the process metrics have their
+        // standard names, so they go in by hand, before the terminating `# EOF`.
+        if let Some(body) = out.strip_suffix("# EOF\n") {
+            let mut text = body.to_owned();
+            process::encode(&mut text);
+            text.push_str("# EOF\n");
+            out = text;
         }
         out
     }
 }
 
+/// The standard process metrics (as the Prometheus client libraries name them), read from
+/// `/proc/self` when asked. Where `/proc` is missing (not Linux), they are left out.
+mod process {
+    use std::fmt::Write as _;
+
+    /// The unit of the CPU times in `/proc/<pid>/stat`: USER_HZ, which Linux fixes at 100 on
+    /// the architectures authgate runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    pub(super) fn encode(out: &mut String) {
+        if let Some(seconds) = cpu_seconds() {
+            metric(
+                out,
+                "process_cpu_seconds",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                "process_cpu_seconds_total",
+                seconds,
+            );
+        }
+        if let Some(bytes) = status_kib("VmRSS:") {
+            metric(
+                out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                "process_resident_memory_bytes",
+                bytes * 1024.0,
+            );
+        }
+        if let Some(bytes) = status_kib("VmSize:") {
+            metric(
+                out,
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                "process_virtual_memory_bytes",
+                bytes * 1024.0,
+            );
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle itself is one of the entries: not counted.
+            let open = dir.count().saturating_sub(1);
+            metric(
+                out,
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                "process_open_fds",
+                open as f64,
+            );
+        }
+        if let Some(max) = max_fds() {
+            metric(
+                out,
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                "process_max_fds",
+                max,
+            );
+        }
+    }
+
+    fn metric(out: &mut String, family: &str, kind: &str, help: &str, sample: &str, value: f64) {
+        let _ = write!(
+            out,
+            "# HELP {family} {help}\n# TYPE {family} {kind}\n{sample} {value}\n"
+        );
+    }
+
+    /// utime + stime of `/proc/self/stat`, in seconds.
+    fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count after its end.
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14 (utime) and 15 (stime); `fields[0]` is field 3.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) as f64 / TICKS_PER_SECOND)
+    }
+
+    /// A `kB` line of `/proc/self/status`.
+    fn status_kib(key: &str) -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    }
+
+    /// The soft limit on open files, from `/proc/self/limits`.
+    fn max_fds() -> Option<f64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line["Max open files".len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::decision::Denial;
+
+    /// The value of the sample `name` (no labels) in `text`.
+    fn sample(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_this_process() {
+        let m = Metrics::new();
+        let before = sample(&m.render(), "process_open_fds");
+        let files: Vec<std::fs::File> = (0..64)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        let text = m.render();
+        // Other test threads open and close a few files meanwhile: half of them is enough.
+        assert!(sample(&text, "process_open_fds") >= before + 32.0, "{text}");
+        drop(files);
+        assert!(sample(&text, "process_resident_memory_bytes") > 1_000_000.0);
+        assert!(sample(&text, "process_max_fds") >= 1.0);
+        // Burn some CPU: the counter moves (it counts in 10 ms ticks).
+        let cpu = sample(&text, "process_cpu_seconds_total");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(sample(&m.render(), "process_cpu_seconds_total") > cpu);
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_counters_per_outcome() {
@@ -315,6 +557,21 @@ mod tests {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        // Operators' metrics are there from the start.
+        for line in [
+            concat!(
+                r#"authgate_build_info{version=""#,
+                env!("CARGO_PKG_VERSION"),
+                r#""} 1"#
+            ),
+            "authgate_store_up 0",
+            r#"authgate_login_duration_seconds_count{step="password"} 0"#,
+            r#"authgate_login_duration_seconds_count{step="otp"} 0"#,
+            r#"authgate_backend_request_duration_seconds_count{operation="authenticate"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
         // Every outcome has its own series, from start-up.
         for o in Outcome::ALL {
             let series = format!(

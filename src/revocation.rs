@@ -145,12 +145,34 @@ pub async fn republish(store: &dyn Store, revocations: &Revocations) -> Result<(
     Ok(())
 }
 
+/// What the sync loop knows of the store, for readiness, `/status` and the store gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncState {
+    /// The revocation set has been loaded from the store at least once.
+    pub loaded: bool,
+    /// The last sync reached the store.
+    pub store_up: bool,
+}
+
+impl SyncState {
+    /// The state after the first load at start-up, successful or not.
+    pub fn after_first_load(ok: bool) -> Self {
+        Self {
+            loaded: ok,
+            store_up: ok,
+        }
+    }
+}
+
 /// Keeps `revocations` in step with the store until `stop` completes: resyncs whenever the
 /// namespace's version moves, republishes after the store comes back from an outage, and
-/// prunes expired entries.
+/// prunes expired entries. Publishes what it learns of the store in `state` (its initial value
+/// says whether the start-up load succeeded; if not, the store counts as down until a sync
+/// succeeds).
 pub async fn keep_in_sync(
     store: Arc<dyn Store>,
     revocations: Arc<Revocations>,
+    state: tokio::sync::watch::Sender<SyncState>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut sync_tick = tokio::time::interval(SYNC_EVERY);
@@ -158,7 +180,7 @@ pub async fn keep_in_sync(
     let mut prune_tick = tokio::time::interval(PRUNE_EVERY);
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen_version = None;
-    let mut store_down = false;
+    let mut store_down = !state.borrow().store_up;
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -169,6 +191,11 @@ pub async fn keep_in_sync(
                     Ok(v) => sync(&*store, &revocations).await.map(|()| seen_version = Some(v)),
                     Err(e) => Err(e),
                 };
+                let up = result.is_ok();
+                state.send_if_modified(|s| {
+                    let next = SyncState { loaded: s.loaded || up, store_up: up };
+                    std::mem::replace(s, next) != next
+                });
                 match result {
                     Ok(()) if store_down => {
                         store_down = false;

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::readiness::Readiness;
 use crate::relay::Relay;
-use crate::revocation::{self, Revocations};
+use crate::revocation::{self, Revocations, SyncState};
 use crate::store::Store;
 use crate::token::TokenService;
 use crate::web::{AppState, app};
@@ -40,12 +40,14 @@ pub struct App {
     pub state: Arc<AppState>,
     pub store: Arc<dyn Store>,
     pub revocations: Arc<Revocations>,
+    sync_state: watch::Sender<SyncState>,
     listen: Listen,
 }
 
 /// Builds authgate from a valid configuration: loads (or creates) the keys, opens the store,
-/// loads the revocations once, sets up the backend. Fails only on I/O (keys, the users file,
-/// the embedded database, a first revocation load).
+/// tries to load the revocations once, sets up the backend. Fails only on I/O (keys, the users
+/// file, the embedded database). A store that cannot be read yet (Redis down) is no failure:
+/// the replica serves unready until the revocation sync loop first reaches it.
 pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
     let tokens = Arc::new(
         TokenService::new(config, clock.clone())
@@ -55,9 +57,11 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
     let store = crate::store::open(&config.store, clock.clone())
         .await
         .with_context(|| format!("opening the {} store", config.store.kind.as_str()))?;
-    revocation::sync(&*store, &revocations)
-        .await
-        .context("loading revocations")?;
+    let first_load = revocation::sync(&*store, &revocations).await;
+    if let Err(e) = &first_load {
+        tracing::warn!(error = %e, "cannot load revocations yet; unready until the store answers");
+    }
+    let (sync_state, store_state) = watch::channel(SyncState::after_first_load(first_load.is_ok()));
     let metrics = Arc::new(Metrics::new());
     let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
     let checker = Arc::new(Checker {
@@ -89,13 +93,18 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         login,
         metrics,
         ready: Arc::new(Readiness::new().await),
+        store_state,
         trusted_proxies: config.listen.trusted_proxies.clone(),
         relay,
     });
+    if first_load.is_ok() {
+        state.ready.revocations_loaded().await;
+    }
     Ok(App {
         state,
         store,
         revocations,
+        sync_state,
         listen: config.listen.clone(),
     })
 }
@@ -177,21 +186,42 @@ impl App {
         let sync = tokio::spawn(revocation::keep_in_sync(
             self.store.clone(),
             self.revocations,
+            self.sync_state,
             stopped(),
         ));
+        let first_sync = tokio::spawn(ready_after_first_sync(state.clone(), stopped()));
         let housekeeping = tokio::spawn(housekeeping(state.tokens.clone(), self.store, stopped()));
 
         state.ready.set(true).await;
-        tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
+        if state.ready.is_ready() {
+            tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
+        } else {
+            tracing::warn!(http = %http_addr, grpc = %grpc_addr, "authgate serving, unready until the first revocation sync");
+        }
 
         Ok(Running {
             http_addr,
             grpc_addr,
             state,
             shutdown,
-            servers: vec![grpc, http, sync, housekeeping],
+            servers: vec![grpc, http, sync, first_sync, housekeeping],
             drain_grace: self.listen.drain_grace,
         })
+    }
+}
+
+/// Turns the replica ready once the sync loop has loaded the revocations (at once when start-up
+/// did), unless `stop` comes first.
+async fn ready_after_first_sync(state: Arc<AppState>, stop: impl std::future::Future<Output = ()>) {
+    let mut store_state = state.store_state.clone();
+    tokio::select! {
+        _ = stop => {}
+        loaded = async { store_state.wait_for(|s| s.loaded).await.is_ok() } => {
+            if loaded && !state.ready.has_revocations() {
+                state.ready.revocations_loaded().await;
+                tracing::info!("revocations loaded; authgate ready");
+            }
+        }
     }
 }
 

@@ -741,3 +741,70 @@ async fn the_nethcti_login_api_is_closed_by_default() {
     }
     assert_eq!(app.authz("/api/user/me", Some(&access)).await.status, 200);
 }
+
+/// `GET /status` (SPEC 2, HTTP listener): the replica's state for operators, 200 even while
+/// draining, with the kids the JWKS publishes and this build's version.
+#[tokio::test]
+async fn status_reports_readiness_store_backend_keys_and_version() {
+    let app = ApiApp::start().await;
+    let status = app.send("GET", "/status", None, None).await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    let jwks = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let mut kids: Vec<Value> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    kids.sort_by_key(|k| k.to_string());
+    assert!(!kids.is_empty());
+    assert_eq!(
+        status.body,
+        json!({
+            "ready": true,
+            "store": {"up": true},
+            "backend": {"up": true},
+            "lockdown": false,
+            "keys": kids,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    );
+    app.running().set_draining().await;
+    let status = app.send("GET", "/status", None, None).await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.body["ready"], false, "{}", status.text);
+}
+
+/// A backend that does not answer fails logins (503) but not readiness: checks still work.
+/// `/status` shows it down; the call and the login step are timed in the histograms.
+#[tokio::test]
+async fn backend_outage_shows_on_status_not_on_readiness() {
+    let closed = support::process::free_port();
+    let app = TestApp::builder()
+        .nethcti(
+            &format!("http://127.0.0.1:{closed}"),
+            Duration::from_secs(2),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        app.send("GET", "/status", None, None).await.body["backend"]["up"],
+        true,
+        "before any call"
+    );
+    assert_eq!(app.login("alice", "secret").await.status, 503);
+    let status = app.send("GET", "/status", None, None).await;
+    assert_eq!(status.body["backend"]["up"], false, "{}", status.text);
+    assert_eq!(status.body["ready"], true, "{}", status.text);
+    assert_eq!(app.send("GET", "/readyz", None, None).await.status, 200);
+    let text = app.send("GET", "/metrics", None, None).await.text;
+    for line in [
+        "\nauthgate_backend_up 0\n",
+        "\nauthgate_store_up 1\n",
+        "\nauthgate_backend_request_duration_seconds_count{operation=\"authenticate\"} 1\n",
+        "\nauthgate_login_duration_seconds_count{step=\"password\"} 1\n",
+        "\nauthgate_login_duration_seconds_count{step=\"otp\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+}

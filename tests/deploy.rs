@@ -459,3 +459,46 @@ fn make_writable(dir: &Path) {
         }
     }
 }
+
+/// The manifests run the image `scripts/build-image` makes from `Containerfile`: the same
+/// name and version, as the same non-root user, with a read-only root filesystem.
+#[test]
+fn manifests_run_the_image_the_containerfile_builds() {
+    let image = format!("ghcr.io/nethesis/authgate:{}", env!("CARGO_PKG_VERSION"));
+    let script = read("scripts/build-image");
+    assert!(
+        script.contains(r#"image="${IMAGE:-ghcr.io/nethesis/authgate:$version}""#),
+        "scripts/build-image no longer names the image ghcr.io/nethesis/authgate:<version>"
+    );
+    let containerfile = read("Containerfile");
+    let user = containerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("Containerfile sets USER");
+    assert_eq!(user.trim(), "65532:65532", "non-root USER in Containerfile");
+    assert!(containerfile.lines().any(|l| l.trim() == "FROM scratch"));
+
+    for manifest in ["deploy/sidecar.yaml"] {
+        let yaml = read(manifest);
+        let authgate = yaml
+            .split("- name: authgate\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{manifest}: no authgate container"));
+        let container = authgate.split("\n      volumes:").next().unwrap();
+        assert!(
+            container.contains(&format!("image: {image}\n")),
+            "{manifest}: the authgate container must run {image}"
+        );
+        for setting in [
+            "runAsNonRoot: true",
+            "runAsUser: 65532",
+            "runAsGroup: 65532",
+            "readOnlyRootFilesystem: true",
+        ] {
+            assert!(
+                container.contains(setting),
+                "{manifest}: authgate's securityContext lacks {setting}"
+            );
+        }
+    }
+}

@@ -1,6 +1,9 @@
 //! Two authgate replicas sharing a real `redis-server`: a revocation made on one is applied
 //! by the other within a second; with Redis gone, checks go on from the last known
-//! revocation set while login and refresh answer 503; after Redis returns, state resyncs.
+//! revocation set while login and refresh answer 503, the replicas stay ready (a Redis outage
+//! must not take every application pod out of its Service) and `/status` says the store is
+//! down; after Redis returns, state resyncs. A replica that starts while Redis is down serves
+//! unready until its first revocation sync.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -19,6 +22,15 @@ async fn replica(redis: &RedisServer, keys_from: Option<&TestApp>) -> TestApp {
         builder = builder.keys_from(first);
     }
     builder.start().await
+}
+
+/// `store.up` of the replica's `/status`.
+async fn store_up(app: &TestApp) -> bool {
+    let status = app.send("GET", "/status", None, None).await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    status.body["store"]["up"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("no store.up in {}", status.text))
 }
 
 async fn within<F, Fut>(limit: Duration, mut probe: F) -> Duration
@@ -91,15 +103,24 @@ async fn redis_outage_keeps_checks_going_and_resyncs_after() {
                 .status,
             503
         );
-        assert_eq!(app.send("GET", "/readyz", None, None).await.status, 503);
+        // Still able to decide checks: ready, and the store's outage is on /status.
+        assert_eq!(app.send("GET", "/readyz", None, None).await.status, 200);
+        within(Duration::from_secs(3), || async { !store_up(app).await }).await;
+        let status = app.send("GET", "/status", None, None).await;
+        assert_eq!(status.status, 200);
+        assert_eq!(status.body["ready"], true, "{}", status.text);
+        assert!(
+            app.send("GET", "/metrics", None, None)
+                .await
+                .text
+                .contains("\nauthgate_store_up 0\n")
+        );
     }
 
     // Redis comes back empty (no persistence): the replicas put back what they know.
     redis.restart();
-    within(Duration::from_secs(5), || async {
-        a.send("GET", "/readyz", None, None).await.status == 200
-    })
-    .await;
+    within(Duration::from_secs(5), || async { store_up(&a).await }).await;
+    assert_eq!(a.send("GET", "/readyz", None, None).await.status, 200);
     let c = replica(&redis, Some(&a)).await;
     within(Duration::from_secs(3), || async {
         c.authz("/api", Some(&revoked)).await.status == 401
@@ -116,4 +137,46 @@ async fn redis_outage_keeps_checks_going_and_resyncs_after() {
         a.authz("/api", Some(&live)).await.status == 401
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_started_while_redis_is_down_is_unready_until_its_first_sync() {
+    let mut redis = RedisServer::start();
+    let a = replica(&redis, None).await;
+    let t = a.login("alice", ALICE_PASSWORD).await.body;
+    let revoked = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        a.send("POST", "/auth/logout", None, Some(&revoked))
+            .await
+            .status,
+        204
+    );
+
+    redis.kill();
+    // Starts (it no longer refuses to), but has never seen the revocations: unready.
+    let b = replica(&redis, Some(&a)).await;
+    let readyz = b.send("GET", "/readyz", None, None).await;
+    assert_eq!(readyz.status, 503, "{}", readyz.text);
+    let status = b.send("GET", "/status", None, None).await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(status.body["ready"], false, "{}", status.text);
+    assert_eq!(status.body["store"]["up"], false, "{}", status.text);
+    // And stays so while Redis is away.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.send("GET", "/readyz", None, None).await.status, 503);
+
+    // Redis returns (empty; replica a puts back what it knows): b syncs once and is ready,
+    // with the revocation made before it started.
+    redis.restart();
+    within(Duration::from_secs(5), || async {
+        b.send("GET", "/readyz", None, None).await.status == 200
+    })
+    .await;
+    within(Duration::from_secs(3), || async {
+        b.authz("/api", Some(&revoked)).await.status == 401
+    })
+    .await;
+    let status = b.send("GET", "/status", None, None).await;
+    assert_eq!(status.body["ready"], true, "{}", status.text);
+    assert_eq!(status.body["store"]["up"], true, "{}", status.text);
 }

@@ -74,6 +74,12 @@ impl Backend {
         }
     }
 
+    /// Whether [`Backend::session_alive`] and [`Backend::logout`] with `credential` call out to
+    /// the backend (only nethcti's, with a credential, does).
+    pub fn calls_out(&self, credential: Option<&SecretString>) -> bool {
+        matches!((self, credential), (Backend::Nethcti(_), Some(_)))
+    }
+
     /// Whether the legacy session behind `credential` still lives (always true without one).
     pub async fn session_alive(
         &self,

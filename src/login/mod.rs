@@ -18,13 +18,16 @@ mod session;
 pub use redacted::Redacted;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Verdict};
 use crate::config;
 use crate::events::SecurityEvent;
-use crate::metrics::Metrics;
+use crate::metrics::{BackendOperation, Metrics};
 use crate::revocation::Revocations;
 use crate::store::{Store, StoreError};
 use crate::token::{MintError, TokenService};
@@ -87,7 +90,7 @@ pub enum LoginError {
 }
 
 pub struct LoginService {
-    backend: Backend,
+    backend: ObservedBackend,
     tokens: Arc<TokenService>,
     store: Arc<dyn Store>,
     revocations: Arc<Revocations>,
@@ -138,7 +141,11 @@ impl LoginService {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            backend,
+            backend: ObservedBackend {
+                inner: backend,
+                metrics: metrics.clone(),
+                up: AtomicBool::new(true),
+            },
             tokens,
             store,
             revocations,
@@ -169,9 +176,60 @@ impl LoginService {
         event.emit(&self.metrics);
     }
 
-    /// Whether the state store answers (part of readiness).
-    pub async fn store_ready(&self) -> bool {
-        self.store.ping().await.is_ok()
+    /// False while the last call to the backend failed (unreachable, timed out); true before
+    /// the first call.
+    pub fn backend_up(&self) -> bool {
+        self.backend.up.load(Ordering::Relaxed)
+    }
+}
+
+/// The backend as the flows call it: each call that goes out is timed
+/// (`authgate_backend_request_duration_seconds`) and its success kept for `/status`.
+struct ObservedBackend {
+    inner: Backend,
+    metrics: Arc<Metrics>,
+    up: AtomicBool,
+}
+
+impl ObservedBackend {
+    fn observed<T>(
+        &self,
+        operation: BackendOperation,
+        started: Instant,
+        result: Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        self.metrics
+            .record_backend_request(operation, started.elapsed());
+        self.up.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Verdict, BackendError> {
+        let started = Instant::now();
+        let result = self.inner.authenticate(username, password).await;
+        self.observed(BackendOperation::Authenticate, started, result)
+    }
+
+    async fn session_alive(&self, credential: Option<&SecretString>) -> Result<bool, BackendError> {
+        if !self.inner.calls_out(credential) {
+            return self.inner.session_alive(credential).await;
+        }
+        let started = Instant::now();
+        let result = self.inner.session_alive(credential).await;
+        self.observed(BackendOperation::Session, started, result)
+    }
+
+    async fn logout(&self, credential: Option<&SecretString>) -> Result<(), BackendError> {
+        if !self.inner.calls_out(credential) {
+            return self.inner.logout(credential).await;
+        }
+        let started = Instant::now();
+        let result = self.inner.logout(credential).await;
+        self.observed(BackendOperation::Logout, started, result)
     }
 }
 

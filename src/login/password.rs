@@ -16,7 +16,7 @@ use super::{LoginError, LoginOutcome, LoginService, MAX_PASSWORD, MAX_USERNAME, 
 use super::{check_len, usable_user_name};
 use crate::backend::Verdict;
 use crate::events::{LoginFailure, SecurityEvent};
-use crate::metrics::LoginResult;
+use crate::metrics::{LoginResult, LoginStep};
 use crate::token::Kind;
 
 /// How often a login decides again after a user-wide revocation overtook it.
@@ -108,6 +108,19 @@ impl LoginService {
 
     /// Step one: the password, checked by the backend.
     pub async fn login(
+        &self,
+        username: &str,
+        password: &SecretString,
+        client: IpAddr,
+    ) -> Result<LoginOutcome, LoginError> {
+        let started = std::time::Instant::now();
+        let result = self.password_login(username, password, client).await;
+        self.metrics
+            .record_login_duration(LoginStep::Password, started.elapsed());
+        result
+    }
+
+    async fn password_login(
         &self,
         username: &str,
         password: &SecretString,

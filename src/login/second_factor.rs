@@ -12,13 +12,26 @@ use super::mfa::{self, MfaRecord};
 use super::{Enrollment, LoginError, LoginService, MAX_CODE, Redacted, TokenPair};
 use super::{check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
-use crate::metrics::LoginResult;
+use crate::metrics::{LoginResult, LoginStep};
 use crate::store::{Ns, StoreError, update};
 use crate::token::{Kind, Verified};
 
 impl LoginService {
     /// Step two: a TOTP or recovery code for the MFA token from step one.
     pub async fn login_otp(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        client: IpAddr,
+    ) -> Result<TokenPair, LoginError> {
+        let started = std::time::Instant::now();
+        let result = self.otp_login(mfa_token, code, client).await;
+        self.metrics
+            .record_login_duration(LoginStep::Otp, started.elapsed());
+        result
+    }
+
+    async fn otp_login(
         &self,
         mfa_token: &str,
         code: &str,

@@ -395,6 +395,13 @@ impl TokenService {
         self.keys.load().jwks.clone()
     }
 
+    /// The kids that verify tokens now (signing and retired ones), sorted, for `/status`.
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.keys.load().verifying.keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
     /// A fresh random identifier (jti, sid), 128 bits, base64url.
     pub fn random_id(&self) -> String {
         URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())

@@ -1,5 +1,5 @@
 //! The HTTP listener: the check for proxies ([`authz`]), the login API ([`login_api`]), and
-//! what operators and clients read (JWKS, health, readiness, metrics). Handlers translate;
+//! what operators and clients read (JWKS, health, readiness, status, metrics). Handlers translate;
 //! decisions live in `decision` and `login`, and every error goes through [`error`], the one
 //! place that maps it to a status and a JSON body.
 
@@ -23,6 +23,7 @@ use crate::decision::Checker;
 use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::revocation::SyncState;
 use crate::token::TokenService;
 pub use error::ApiError;
 
@@ -35,9 +36,10 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub login: Arc<LoginService>,
     pub metrics: Arc<Metrics>,
-    /// Keys loaded and not draining, shared with gRPC health (the store is asked on each
-    /// /readyz).
+    /// Keys loaded, revocations loaded once, not draining; shared with gRPC health.
     pub ready: Arc<Readiness>,
+    /// What the revocation sync loop knows of the store (for `/status` and `authgate_store_up`).
+    pub store_state: tokio::sync::watch::Receiver<SyncState>,
     pub trusted_proxies: Vec<IpAddr>,
     /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
     pub relay: Option<Arc<crate::relay::Relay>>,
@@ -51,6 +53,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -94,15 +97,65 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
+/// Can this replica decide checks? A store or backend outage does not change the answer
+/// (`/status` reports those).
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.is_ready() && state.login.store_ready().await {
+    if state.ready.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
 }
 
+/// The body of `GET /status` (SPEC 2, HTTP listener).
+#[derive(serde::Serialize)]
+struct Status {
+    ready: bool,
+    store: Up,
+    backend: Up,
+    lockdown: bool,
+    keys: Vec<String>,
+    version: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Up {
+    up: bool,
+}
+
+/// Whether the operator has put authgate in lockdown (SPEC 2.5). Always false until the admin
+/// API lands: this is the one place `/status` asks.
+fn lockdown(_state: &AppState) -> bool {
+    false
+}
+
+/// 200 with the replica's state for operators and probes, even when it is not ready.
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    let body = Status {
+        ready: state.ready.is_ready(),
+        store: Up {
+            up: state.store_state.borrow().store_up,
+        },
+        backend: Up {
+            up: state.login.backend_up(),
+        },
+        lockdown: lockdown(&state),
+        keys: state.tokens.kids(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let store_up = state.store_state.borrow().store_up;
+    state.metrics.store_up.set(i64::from(store_up));
+    state
+        .metrics
+        .backend_up
+        .set(i64::from(state.login.backend_up()));
     state
         .metrics
         .cached_tokens
