@@ -30,6 +30,55 @@ pub struct Config {
     pub lockout: Lockout,
     /// `[policy]`: which requests need which access, and where their token is.
     pub policy: PolicyConfig,
+    /// `[admin]`: the operator control API (`authgate admin ...`).
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the operator control API, served apart from the proxy-facing listeners.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens: a Unix socket path (created mode 0600, a stale one
+    /// replaced, removed on exit) or a TCP `host:port`, which needs `token_file`. Default
+    /// `<store.path>/admin.sock`.
+    pub listen: Option<String>,
+    /// A file holding the bearer secret every admin call must present (required for a TCP
+    /// `listen`; optional on a Unix socket, whose mode already restricts it). Read at start-up
+    /// by the server and by `authgate admin`. Default none.
+    pub token_file: Option<PathBuf>,
+    /// Longest life `authgate admin token --ttl` may give a service token. Default `24h`.
+    #[serde(deserialize_with = "duration")]
+    pub max_token_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            max_token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Where the admin API listens, as `[admin] listen` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl Config {
+    /// Where the admin API listens (`[admin] listen`, else `<store.path>/admin.sock`).
+    pub fn admin_listen(&self) -> AdminListen {
+        match self.admin.listen.as_deref() {
+            None | Some("") => AdminListen::Unix(self.store.path.join("admin.sock")),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => AdminListen::Tcp(addr),
+                Err(_) => AdminListen::Unix(PathBuf::from(text.strip_prefix("unix:").unwrap_or(text))),
+            },
+        }
+    }
 }
 
 /// `[listen]`
@@ -451,6 +500,8 @@ pub enum Access {
     Token,
     /// A valid access token whose `amr` has "otp" (the user passed two-factor login).
     Mfa,
+    /// A service token only (`authgate admin token`, `amr` ["svc"]); user tokens get 403.
+    Service,
     /// Refused outright (403), whatever the token.
     Deny,
 }
@@ -713,6 +764,26 @@ impl Config {
             }
         }
         self.policy.token_sources.validate("policy.token_sources")?;
+        if let AdminListen::Tcp(addr) = self.admin_listen() {
+            if self.admin.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "admin.token_file",
+                    format!("admin.listen {addr} is a TCP address; it needs a token_file"),
+                ));
+            }
+            if addr == l.grpc || addr == l.http {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    "must not be a proxy-facing listener (listen.grpc, listen.http)",
+                ));
+            }
+        }
+        if self.admin.max_token_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "admin.max_token_ttl",
+                "must be at least 1s",
+            ));
+        }
         Ok(())
     }
 }

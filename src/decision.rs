@@ -76,6 +76,10 @@ pub enum Denial {
     MfaRequired,
     /// The route is closed to everyone (`access = "deny"`).
     RouteClosed,
+    /// A service token (`amr` ["svc"]) where a user's token is needed.
+    ServiceToken,
+    /// A user's token on a route for service tokens only (`access = "service"`).
+    ServiceOnly,
 }
 
 /// What a check came to, as counted by the metrics: allow, or the kind of denial.
@@ -134,7 +138,11 @@ impl Denial {
             | Denial::Expired
             | Denial::NotYetValid
             | Denial::Revoked => 401,
-            Denial::WrongKind | Denial::MfaRequired | Denial::RouteClosed => 403,
+            Denial::WrongKind
+            | Denial::MfaRequired
+            | Denial::RouteClosed
+            | Denial::ServiceToken
+            | Denial::ServiceOnly => 403,
         }
     }
 
@@ -146,7 +154,10 @@ impl Denial {
             Denial::Invalid(_) | Denial::Expired | Denial::NotYetValid | Denial::Revoked => {
                 Some("invalid_token")
             }
-            Denial::WrongKind | Denial::MfaRequired => Some("insufficient_scope"),
+            Denial::WrongKind
+            | Denial::MfaRequired
+            | Denial::ServiceToken
+            | Denial::ServiceOnly => Some("insufficient_scope"),
         }
     }
 
@@ -161,6 +172,8 @@ impl Denial {
             Denial::WrongKind => "not an access token",
             Denial::MfaRequired => "a second factor is required",
             Denial::RouteClosed => "this route is closed",
+            Denial::ServiceToken => "a service token is not accepted here",
+            Denial::ServiceOnly => "this route accepts service tokens only",
         }
     }
 
@@ -172,7 +185,9 @@ impl Denial {
             Denial::Expired => Outcome::Expired,
             Denial::NotYetValid => Outcome::NotYetValid,
             Denial::Revoked => Outcome::Revoked,
-            Denial::WrongKind => Outcome::WrongTokenType,
+            Denial::WrongKind | Denial::ServiceToken | Denial::ServiceOnly => {
+                Outcome::WrongTokenType
+            }
             Denial::MfaRequired => Outcome::MfaRequired,
             Denial::RouteClosed => Outcome::RouteClosed,
         }
@@ -253,7 +268,18 @@ pub struct Checker {
 impl Checker {
     /// The one authenticate path (the check, the login API, the socket relay): a genuine,
     /// current access token of a session that has not ended.
+    /// Service tokens are refused here (403): they open `access = "service"` routes only.
     pub fn authenticate(&self, token: &str) -> Result<Arc<Verified>, Denial> {
+        let verified = self.authenticate_any(token)?;
+        if verified.is_service() {
+            return Err(Denial::ServiceToken);
+        }
+        Ok(verified)
+    }
+
+    /// A genuine, current access token of a session that has not ended, a user's or a
+    /// service's.
+    fn authenticate_any(&self, token: &str) -> Result<Arc<Verified>, Denial> {
         let verified = self.tokens.verify(token)?;
         if verified.kind != Kind::Access {
             return Err(Denial::WrongKind);
@@ -294,9 +320,15 @@ impl Checker {
                 ..Allow::default()
             });
         }
-        let verified = self.authenticate_request(route.sources, req.headers, req.path)?;
-        if route.access == Access::Mfa && !verified.has_otp() {
-            return Err(Denial::MfaRequired);
+        let verified =
+            self.authenticate_any(&request_token(route.sources, req.headers, req.path)?)?;
+        // The cached verdict already holds amr: telling the kinds apart costs no I/O.
+        match (route.access, verified.is_service()) {
+            (Access::Service, false) => return Err(Denial::ServiceOnly),
+            (Access::Service, true) => {}
+            (_, true) => return Err(Denial::ServiceToken),
+            (Access::Mfa, false) if !verified.has_otp() => return Err(Denial::MfaRequired),
+            (_, false) => {}
         }
         let mut set_headers = vec![
             (X_AUTH_USER, verified.sub.to_string()),

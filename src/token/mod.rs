@@ -81,6 +81,9 @@ pub struct Claims {
     pub cred: Option<String>,
 }
 
+/// The `amr` of service tokens.
+pub const SERVICE_AMR: &str = "svc";
+
 /// A token that passed signature and claim checks, as cached.
 #[derive(Debug)]
 pub struct Verified {
@@ -99,6 +102,11 @@ pub struct Verified {
 impl Verified {
     pub fn has_otp(&self) -> bool {
         self.amr.iter().any(|m| m == "otp")
+    }
+
+    /// A service token (`authgate admin token`): `amr` is ["svc"].
+    pub fn is_service(&self) -> bool {
+        self.amr.iter().any(|m| m == SERVICE_AMR)
     }
 
     /// Heap bytes this value holds, approximately (for the cache's memory bound).
