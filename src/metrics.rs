@@ -113,6 +113,8 @@ pub struct Metrics {
     security_events: [Counter; EventKind::ALL.len()],
     pub cached_tokens: Gauge,
     pub revoked_sessions: Gauge,
+    /// 1 while lockdown is on (as this replica last read it), else 0.
+    pub lockdown: Gauge,
 }
 
 impl Default for Metrics {
@@ -182,7 +184,14 @@ impl Metrics {
             "Sessions in the in-memory revocation set",
             revoked_sessions.clone(),
         );
+        let lockdown = Gauge::default();
+        registry.register(
+            "lockdown",
+            "1 while lockdown is on (logins and refreshes refused), else 0",
+            lockdown.clone(),
+        );
         Self {
+            lockdown,
             registry,
             checks,
             latency,

@@ -8,6 +8,7 @@
 //! enrollment and recovery codes). This file holds the service, what the flows return and
 //! their error; `mfa` and `lockout` are the pure parts underneath.
 
+pub mod admin;
 pub mod lockout;
 pub mod mfa;
 mod password;
@@ -84,6 +85,8 @@ pub enum LoginError {
     StoreUnavailable(#[from] StoreError),
     #[error("internal error")]
     Internal(#[from] MintError),
+    #[error("logins are suspended (lockdown)")]
+    Lockdown,
 }
 
 pub struct LoginService {
@@ -101,6 +104,10 @@ pub struct LoginService {
     /// token of it can still be presented (its life plus the leeway, with a margin).
     revoke_for: u64,
     refresh_ttl: u64,
+    /// Lockdown as last read from the store (`admin::sync_lockdown`).
+    lockdown: std::sync::atomic::AtomicBool,
+    max_token_ttl: u64,
+    leeway: u64,
 }
 
 /// Whether a canonical user name from a backend can be `sub`, `X-Auth-User` and a store key:
@@ -158,6 +165,9 @@ impl LoginService {
             access_ttl: cfg.tokens.access_ttl.as_secs(),
             revoke_for: cfg.tokens.access_ttl.as_secs() + cfg.tokens.leeway.as_secs() + 60,
             refresh_ttl: cfg.tokens.refresh_ttl.as_secs(),
+            lockdown: std::sync::atomic::AtomicBool::new(false),
+            max_token_ttl: cfg.admin.max_token_ttl.as_secs(),
+            leeway: cfg.tokens.leeway.as_secs(),
         }
     }
 

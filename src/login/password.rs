@@ -113,6 +113,7 @@ impl LoginService {
         password: &SecretString,
         client: IpAddr,
     ) -> Result<LoginOutcome, LoginError> {
+        self.refuse_in_lockdown()?;
         check_len(username, MAX_USERNAME)?;
         check_len(password.expose_secret(), MAX_PASSWORD)?;
         let attempt = self.reserve_attempt(username, client).await?;
@@ -239,7 +240,7 @@ impl LoginService {
             }));
         }
         let Some(pair) = self
-            .start_session(user, sid, &["pwd"], credential, epoch)
+            .start_session(user, sid, &["pwd"], credential, epoch, client)
             .await?
         else {
             return Ok(None);

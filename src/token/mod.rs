@@ -398,6 +398,29 @@ impl TokenService {
         Ok(())
     }
 
+    /// The kids of every key that still verifies, the signing one first.
+    pub fn kids(&self) -> Vec<String> {
+        let keys = self.keys.load();
+        let mut others: Vec<String> = keys
+            .verifying
+            .keys()
+            .filter(|k| **k != keys.signing_kid)
+            .cloned()
+            .collect();
+        others.sort();
+        std::iter::once(keys.signing_kid.clone())
+            .chain(others)
+            .collect()
+    }
+
+    /// `authgate admin rotate-keys`: a new signing key (as `authgate rotate-keys`), loaded
+    /// here at once; other replicas load it within their key-reload interval.
+    pub fn rotate_signing_key(&self) -> Result<String, keys::KeyError> {
+        let kid = keys::rotate(&self.store_path, self.alg, self.clock.now())?;
+        self.reload_keys()?;
+        Ok(kid)
+    }
+
     /// The JWKS document (`{"keys":[...]}`), empty for HS256.
     pub fn jwks(&self) -> Arc<[u8]> {
         self.keys.load().jwks.clone()
