@@ -40,6 +40,9 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub revocations: Arc<Revocations>,
     listen: Listen,
+    /// The admin API's configuration (its listener is bound by `serve_on`).
+    admin: Config,
+    admin_secret: Option<secrecy::SecretString>,
 }
 
 /// Builds authgate from a valid configuration: loads (or creates) the keys, opens the store,
@@ -72,6 +75,16 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         revocations.clone(),
         metrics.clone(),
     ));
+    // Lockdown holds across restarts: read before serving the first login.
+    if let Err(e) = login.sync_lockdown().await {
+        tracing::warn!(error = %e, "could not read the lockdown switch yet; will keep trying");
+    }
+    let admin_secret = config
+        .admin
+        .token_file
+        .as_deref()
+        .map(crate::admin::read_secret)
+        .transpose()?;
     let state = Arc::new(AppState {
         checker,
         tokens,
@@ -85,6 +98,8 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         store,
         revocations,
         listen: config.listen.clone(),
+        admin: config.clone(),
+        admin_secret,
     })
 }
 
@@ -92,6 +107,8 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: crate::admin::Bound,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -128,6 +145,8 @@ impl App {
     ) -> anyhow::Result<Running> {
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
+        let admin_listener = crate::admin::Listener::bind(&self.admin).await?;
+        let admin_addr = admin_listener.bound()?;
         let state = self.state;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -168,18 +187,43 @@ impl App {
             stopped(),
         ));
         let housekeeping = tokio::spawn(housekeeping(state.tokens.clone(), self.store, stopped()));
+        let lockdown = tokio::spawn(follow_lockdown(state.login.clone(), stopped()));
+        let admin = tokio::spawn(admin_listener.serve(
+            state.login.clone(),
+            self.admin_secret,
+            stopped(),
+        ));
 
         state.ready.set(true).await;
-        tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
+        tracing::info!(http = %http_addr, grpc = %grpc_addr, admin = %admin_addr, "authgate ready");
 
         Ok(Running {
             http_addr,
             grpc_addr,
+            admin_addr,
             state,
             shutdown,
-            servers: vec![grpc, http, sync, housekeeping],
+            servers: vec![grpc, http, sync, housekeeping, lockdown, admin],
             drain_grace: self.listen.drain_grace,
         })
+    }
+}
+
+/// Follows the lockdown switch in the store (set by any replica's admin API) until `stop`
+/// completes, at the pace of the revocation sync, so every replica applies it within 1 s.
+async fn follow_lockdown(login: Arc<LoginService>, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(revocation::SYNC_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                if let Err(e) = login.sync_lockdown().await {
+                    tracing::debug!(error = %e, "reading the lockdown switch failed; keeping the last known state");
+                }
+            }
+        }
     }
 }
 
