@@ -928,6 +928,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admin_defaults_to_a_socket_under_the_store_and_tcp_needs_a_secret() {
+        let c = Config::from_toml_str("[store]\npath = \"/var/lib/ag\"\n").unwrap();
+        assert_eq!(
+            c.admin_listen(),
+            AdminListen::Unix(PathBuf::from("/var/lib/ag/admin.sock"))
+        );
+        let e = Config::from_toml_str("[admin]\nlisten = \"127.0.0.1:9300\"\n").unwrap_err();
+        assert!(e.to_string().contains("admin.token_file"), "{e}");
+        let c = Config::from_toml_str(
+            "[admin]\nlisten = \"127.0.0.1:9300\"\ntoken_file = \"/run/secret\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin_listen(),
+            AdminListen::Tcp("127.0.0.1:9300".parse().unwrap())
+        );
+        let e = Config::from_toml_str(
+            "[admin]\nlisten = \"127.0.0.1:9191\"\ntoken_file = \"/run/secret\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
+        let e = Config::from_toml_str("[admin]\nmax_token_ttl = \"0s\"\n").unwrap_err();
+        assert!(e.to_string().contains("admin.max_token_ttl"), "{e}");
+        let c = Config::from_toml_str("[[policy.routes]]\npath_prefix = \"/svc/\"\naccess = \"service\"\n")
+            .unwrap();
+        assert_eq!(c.policy.routes[0].access, Access::Service);
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::from_toml_str("").unwrap();
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));

@@ -469,6 +469,38 @@ mod tests {
     }
 
     #[test]
+    fn service_tokens_open_service_routes_only_and_user_tokens_never_do() {
+        let f = fixture(
+            "[[policy.routes]]\npath_prefix = \"/svc/\"\naccess = \"service\"\n\
+             [[policy.routes]]\npath_prefix = \"/mfa/\"\naccess = \"mfa\"\n\
+             [[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n",
+        );
+        let svc = f.token(Kind::Access, &["svc"]);
+        let user = f.token(Kind::Access, &["pwd", "otp"]);
+        let a = allow(f.bearer("/svc/x", &svc));
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert!(a.set_headers.contains(&(X_AUTH_SESSION, "sid-1".into())));
+        assert!(!a.set_headers.iter().any(|(k, _)| *k == AUTHORIZATION));
+        assert_eq!(a.remove_headers, vec![AUTHORIZATION]);
+        for path in ["/api", "/mfa/x"] {
+            let d = denial(f.bearer(path, &svc));
+            assert_eq!((d, d.status()), (Denial::ServiceToken, 403), "{path}");
+            assert_eq!(d.error_code(), Some("insufficient_scope"));
+        }
+        assert_eq!(denial(f.bearer("/svc/x", &user)), Denial::ServiceOnly);
+        assert_eq!(denial(f.bearer("/svc/x", &user)).status(), 403);
+        allow(f.bearer("/mfa/x", &user));
+        // The login API's own bearer check refuses them too.
+        assert_eq!(
+            f.checker.authenticate(&svc).unwrap_err(),
+            Denial::ServiceToken
+        );
+        // Revoked like any session.
+        f.checker.revocations.revoke("sid-1", T0 + 1000);
+        assert_eq!(denial(f.bearer("/svc/x", &svc)), Denial::Revoked);
+    }
+
+    #[test]
     fn no_token_is_401_without_error_code() {
         let f = fixture("");
         let d = denial(f.check("/api", &[]));

@@ -470,6 +470,15 @@ access = "token"
     }
 
     #[test]
+    fn a_service_route_read_as_a_user_route_too_is_denied() {
+        assert_eq!(stricter(Access::Service, Access::Token), Access::Deny);
+        assert_eq!(stricter(Access::Mfa, Access::Service), Access::Deny);
+        assert_eq!(stricter(Access::Public, Access::Service), Access::Service);
+        assert_eq!(stricter(Access::Service, Access::Deny), Access::Deny);
+        assert_eq!(stricter(Access::Token, Access::Mfa), Access::Mfa);
+    }
+
+    #[test]
     fn backend_login_routes_are_closed_first() {
         let p = default_policy().deny_first(&["/authentication/"]);
         for path in [
