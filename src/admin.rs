@@ -305,10 +305,7 @@ impl Admin for AdminService {
         request: Request<proto::RotateKeysRequest>,
     ) -> Result<Response<proto::RotateKeysResponse>, Status> {
         let channel = self.authorize(&request)?;
-        let kid = self
-            .login
-            .admin_rotate_keys(&channel)
-            .map_err(status_of)?;
+        let kid = self.login.admin_rotate_keys(&channel).map_err(status_of)?;
         Ok(Response::new(proto::RotateKeysResponse { kid }))
     }
 

@@ -75,7 +75,9 @@ impl Config {
             None | Some("") => AdminListen::Unix(self.store.path.join("admin.sock")),
             Some(text) => match text.parse::<SocketAddr>() {
                 Ok(addr) => AdminListen::Tcp(addr),
-                Err(_) => AdminListen::Unix(PathBuf::from(text.strip_prefix("unix:").unwrap_or(text))),
+                Err(_) => {
+                    AdminListen::Unix(PathBuf::from(text.strip_prefix("unix:").unwrap_or(text)))
+                }
             },
         }
     }
@@ -951,8 +953,10 @@ mod tests {
         assert!(e.to_string().contains("admin.listen"), "{e}");
         let e = Config::from_toml_str("[admin]\nmax_token_ttl = \"0s\"\n").unwrap_err();
         assert!(e.to_string().contains("admin.max_token_ttl"), "{e}");
-        let c = Config::from_toml_str("[[policy.routes]]\npath_prefix = \"/svc/\"\naccess = \"service\"\n")
-            .unwrap();
+        let c = Config::from_toml_str(
+            "[[policy.routes]]\npath_prefix = \"/svc/\"\naccess = \"service\"\n",
+        )
+        .unwrap();
         assert_eq!(c.policy.routes[0].access, Access::Service);
     }
 

@@ -341,7 +341,9 @@ fn admin(action: AdminCommand) -> ExitCode {
                 let revoked = match (sid, user) {
                     (Some(sid), _) => client.revoke_session(&sid).await,
                     (None, Some(user)) => client.revoke_user(&user).await,
-                    (None, None) => return Err((ExitCode::from(EXIT_CONFIG), "--sid or --user".into())),
+                    (None, None) => {
+                        return Err((ExitCode::from(EXIT_CONFIG), "--sid or --user".into()));
+                    }
                 }
                 .map_err(call)?;
                 serde_json::json!({ "revoked": revoked })

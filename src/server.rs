@@ -188,11 +188,8 @@ impl App {
         ));
         let housekeeping = tokio::spawn(housekeeping(state.tokens.clone(), self.store, stopped()));
         let lockdown = tokio::spawn(follow_lockdown(state.login.clone(), stopped()));
-        let admin = tokio::spawn(admin_listener.serve(
-            state.login.clone(),
-            self.admin_secret,
-            stopped(),
-        ));
+        let admin =
+            tokio::spawn(admin_listener.serve(state.login.clone(), self.admin_secret, stopped()));
 
         state.ready.set(true).await;
         tracing::info!(http = %http_addr, grpc = %grpc_addr, admin = %admin_addr, "authgate ready");

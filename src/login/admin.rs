@@ -167,7 +167,9 @@ impl LoginService {
     pub async fn admin_revoke_session(&self, sid: &str, channel: &str) -> Result<u64, AdminError> {
         let revoked = match self.store.get(Ns::Session, sid).await? {
             Some(raw) => match serde_json::from_slice::<Session>(&raw) {
-                Ok(session) => u64::from(self.end_session(sid, &session, RevokeReason::Admin).await?),
+                Ok(session) => {
+                    u64::from(self.end_session(sid, &session, RevokeReason::Admin).await?)
+                }
                 Err(_) => 0,
             },
             None => 0,
@@ -184,7 +186,9 @@ impl LoginService {
     /// `authgate admin revoke --user`: every session of `user`, race-free with logins in
     /// flight (the epoch of [`LoginService::revoke_user`]).
     pub async fn admin_revoke_user(&self, user: &str, channel: &str) -> Result<u64, AdminError> {
-        let revoked = self.revoke_user(user, NO_CLIENT, RevokeReason::Admin).await?;
+        let revoked = self
+            .revoke_user(user, NO_CLIENT, RevokeReason::Admin)
+            .await?;
         self.emit(SecurityEvent::AdminRevoke {
             channel,
             user: Some(user),
@@ -319,10 +323,7 @@ impl LoginService {
             }
             _ => AdminError::Failed(e.to_string()),
         })?;
-        self.emit(SecurityEvent::AdminRotateKeys {
-            channel,
-            kid: &kid,
-        });
+        self.emit(SecurityEvent::AdminRotateKeys { channel, kid: &kid });
         Ok(kid)
     }
 }

@@ -90,7 +90,14 @@ impl LoginService {
             });
         }
         let Some(pair) = self
-            .start_session(user, &t.sid, &["pwd", "otp"], t.credential.as_ref(), epoch, client)
+            .start_session(
+                user,
+                &t.sid,
+                &["pwd", "otp"],
+                t.credential.as_ref(),
+                epoch,
+                client,
+            )
             .await?
         else {
             return Err(LoginError::InvalidGrant(

@@ -401,7 +401,8 @@ impl LoginService {
         client: IpAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
-        self.revoke_session_until(sid, user, client, reason, 0).await
+        self.revoke_session_until(sid, user, client, reason, 0)
+            .await
     }
 
     /// [`Self::revoke_session`], the revocation lasting at least until `at_least` (a service
