@@ -199,6 +199,8 @@ async fn admin_cli_against_a_running_server() {
     assert_eq!(s["user"], "demo");
     assert_eq!(s["amr"], json!(["pwd"]));
     assert_eq!(s["client"], "127.0.0.1");
+    assert_eq!(s["user_agent"], "admin-test/1");
+    assert_eq!(s["last_refresh"], Value::Null);
     assert!(s["created"].as_u64().unwrap() > 1_700_000_000);
     assert!(s["expires_at"].as_u64().unwrap() > s["created"].as_u64().unwrap());
     let sid = s["sid"].as_str().unwrap().to_owned();
@@ -489,10 +491,19 @@ async fn two_replicas_on_redis_follow_one_replicas_admin_actions_within_a_second
 
     // Revoke a session via a: b denies it within a second.
     let t = b.login("alice", ALICE_PASSWORD).await.body;
-    let access = t["access_token"].as_str().unwrap().to_owned();
+    let refreshed = b
+        .post(
+            "/auth/refresh",
+            json!({"refresh_token": t["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(refreshed.status, 200);
+    let access = refreshed.body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(b.authz("/api", Some(&access)).await.status, 200);
     let listed = admin_a.list_sessions("alice").await.unwrap().sessions;
     assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].amr, ["pwd"]);
+    assert_eq!(listed[0].last_refresh, support::app::T0);
     assert_eq!(admin_a.revoke_session(&listed[0].sid).await.unwrap(), 1);
     let took = within(Duration::from_secs(1), || async {
         b.authz("/api", Some(&access)).await.status == 401

@@ -117,6 +117,41 @@ pub fn usable_user_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_USERNAME && !name.chars().any(char::is_control)
 }
 
+/// Longest user agent kept with a session (for `authgate admin sessions`).
+const MAX_USER_AGENT: usize = 256;
+
+tokio::task_local! {
+    /// The user agent of the request a login flow serves: recorded with the session it
+    /// opens, for operators. Set by the HTTP adapter around the flow ([`with_user_agent`]), so
+    /// the flows' signatures stay about authentication.
+    static USER_AGENT: Option<String>;
+}
+
+/// Runs a login flow with the client's `User-Agent` (bounded, control characters dropped)
+/// known to the session it may open.
+pub async fn with_user_agent<F: std::future::Future>(
+    user_agent: Option<&str>,
+    flow: F,
+) -> F::Output {
+    let kept = user_agent.map(|ua| {
+        ua.chars()
+            .filter(|c| !c.is_control())
+            .scan(0, |len, c| {
+                *len += c.len_utf8();
+                (*len <= MAX_USER_AGENT).then_some(c)
+            })
+            .collect::<String>()
+    });
+    USER_AGENT
+        .scope(kept.filter(|ua| !ua.is_empty()), flow)
+        .await
+}
+
+/// The user agent [`with_user_agent`] set, if any.
+fn user_agent() -> Option<String> {
+    USER_AGENT.try_with(Clone::clone).ok().flatten()
+}
+
 fn check_len(value: &str, max: usize) -> Result<(), LoginError> {
     if value.is_empty() {
         return Err(LoginError::BadRequest("required fields are empty"));

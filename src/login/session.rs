@@ -142,7 +142,7 @@ impl LoginService {
             created: now,
             refreshed: 0,
             client: Some(client.to_string()),
-            user_agent: None,
+            user_agent: super::user_agent(),
         };
         self.store
             .put(Ns::Session, sid, &json(&session), session.expires_at)
