@@ -18,6 +18,8 @@ use crate::token::{Kind, SERVICE_AMR};
 
 /// The key of the lockdown switch in `Ns::Control`.
 const LOCKDOWN: &str = "lockdown";
+/// When `lockdown on --revoke-all` sweeps the sessions a second time.
+const LATE_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
 /// The most sessions one listing returns.
 pub const MAX_LISTED: usize = 1000;
 /// The client address the revocation events of admin actions name (no client made them).
@@ -111,7 +113,12 @@ impl LoginService {
         self.store.put(Ns::Control, LOCKDOWN, value, 0).await?;
         self.set_lockdown_view(on);
         let revoked = if on && revoke_all {
-            self.revoke_everyone().await?
+            // A second pass once every replica follows the lockdown (they read it within
+            // one sync interval, twice the margin here) takes the sessions that logins in
+            // flight elsewhere opened meanwhile; after it none can start (`start_session`).
+            let first = self.revoke_everyone().await?;
+            tokio::time::sleep(LATE_SWEEP_AFTER).await;
+            first + self.revoke_everyone().await?
         } else {
             0
         };

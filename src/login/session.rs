@@ -164,6 +164,14 @@ impl LoginService {
         .await
         .and_then(|decoded| decoded);
         match listed {
+            Ok(true) if self.lockdown() => {
+                // Lockdown came on while this login was in flight: a `--revoke-all` sweep
+                // may already have passed, so the session must not start. (One that started
+                // before this replica saw the lockdown is in the store by then, where the
+                // sweep's second pass finds it.)
+                self.store.delete(Ns::Session, sid).await?;
+                Err(LoginError::Lockdown)
+            }
             Ok(true) => Ok(Some(pair)),
             Ok(false) => {
                 self.store.delete(Ns::Session, sid).await?;
