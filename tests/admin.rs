@@ -570,3 +570,64 @@ async fn two_replicas_on_redis_follow_one_replicas_admin_actions_within_a_second
         app.shutdown().await;
     }
 }
+
+/// `lockdown on --revoke-all` while a login is in flight on another replica (its backend
+/// slow): that login either is refused or its session is revoked with the rest; no session
+/// outlives the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_all_leaves_no_session_of_a_login_in_flight_elsewhere() {
+    use support::nethcti_sim::NethctiSim;
+    let redis = RedisServer::start();
+    let sim = NethctiSim::start(&[("alice", "secret")], Duration::from_secs(3600)).await;
+    let a = TestApp::builder()
+        .redis(&redis.url())
+        .nethcti(&sim.url(), Duration::from_secs(5))
+        .start()
+        .await;
+    let b = TestApp::builder()
+        .redis(&redis.url())
+        .nethcti(&sim.url(), Duration::from_secs(5))
+        .keys_from(&a)
+        .start()
+        .await;
+    for delay in [Duration::from_millis(300), Duration::from_millis(1200)] {
+        sim.set_delay(delay);
+        let url = format!("{}/auth/login", b.base);
+        let in_flight = tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"username": "alice", "password": "secret"}))
+                .send()
+                .await
+                .unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut admin = authgate::admin::Client::connect(&a.config).await.unwrap();
+        admin.set_lockdown(true, true).await.unwrap();
+        let reply = in_flight.await.unwrap();
+        let status = reply.status().as_u16();
+        if status == 200 {
+            let v: Value = reply.json().await.unwrap();
+            let access = v["access_token"].as_str().unwrap().to_owned();
+            for app in [&a, &b] {
+                within(Duration::from_secs(1), || async {
+                    app.authz("/api", Some(&access)).await.status == 401
+                })
+                .await;
+            }
+        } else {
+            assert_eq!(status, 503, "delay {delay:?}");
+        }
+        eprintln!("login in flight for {delay:?} during revoke-all: {status}");
+        assert_eq!(admin.status().await.unwrap().sessions, 0, "delay {delay:?}");
+        sim.set_delay(Duration::ZERO);
+        admin.set_lockdown(false, false).await.unwrap();
+        within(Duration::from_secs(1), || async {
+            !b.running().state.login.lockdown()
+        })
+        .await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    sim.stop().await;
+}
