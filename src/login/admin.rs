@@ -175,7 +175,9 @@ impl LoginService {
         let revoked = match self.store.get(Ns::Session, sid).await? {
             Some(raw) => match serde_json::from_slice::<Session>(&raw) {
                 Ok(session) => {
-                    u64::from(self.end_session(sid, &session, RevokeReason::Admin).await?)
+                    let ended = self.end_session(sid, &session, RevokeReason::Admin).await?;
+                    self.unlist(&session.user, sid).await;
+                    u64::from(ended)
                 }
                 Err(_) => 0,
             },

@@ -207,6 +207,25 @@ impl LoginService {
         Ok(())
     }
 
+    /// Takes revoked session `sid` out of `user`'s list, so the list holds live sessions
+    /// only (it stays as small as the user's live sessions, and listings need not skip the
+    /// dead). Best effort: an entry left behind expires with the session anyway.
+    pub(super) async fn unlist(&self, user: &str, sid: &str) {
+        let now = self.now();
+        let result = update(&*self.store, Ns::UserSessions, user, |raw| {
+            let Ok(mut list) = UserSessions::decode(raw) else {
+                return (raw.map(<[u8]>::to_vec), 0, ());
+            };
+            list.sids.retain(|(s, exp)| s != sid && *exp > now);
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, ())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not take a revoked session out of its user's list");
+        }
+    }
+
     /// The epoch of `user`'s user-wide revocations, to hand to [`Self::start_session`].
     pub(super) async fn sessions_epoch(&self, user: &str) -> Result<u64, LoginError> {
         let raw = self.store.get(Ns::UserSessions, user).await?;
@@ -499,6 +518,7 @@ impl LoginService {
     pub async fn logout(&self, token: &Verified, client: IpAddr) -> Result<(), LoginError> {
         self.revoke_session(&token.sid, &token.sub, client, RevokeReason::Logout)
             .await?;
+        self.unlist(&token.sub, &token.sid).await;
         if let Err(e) = self.backend.logout(token.credential.as_ref()).await {
             tracing::warn!(user = %token.sub, sid = %token.sid, error = %e, "backend logout failed; session revoked anyway");
         }
