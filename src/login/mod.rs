@@ -238,6 +238,25 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_user_agent_kept_is_bounded_and_printable() {
+        assert_eq!(with_user_agent(None, async { user_agent() }).await, None);
+        assert_eq!(
+            with_user_agent(Some("curl/8\u{1b}[31m\n"), async { user_agent() }).await,
+            Some("curl/8[31m".to_owned())
+        );
+        assert_eq!(
+            with_user_agent(Some("\n"), async { user_agent() }).await,
+            None
+        );
+        let long = "ü".repeat(MAX_USER_AGENT);
+        let kept = with_user_agent(Some(&long), async { user_agent() })
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), MAX_USER_AGENT);
+        assert_eq!(user_agent(), None, "outside a flow");
+    }
+
     #[test]
     fn user_names_that_could_not_be_a_header_are_unusable() {
         assert!(usable_user_name("alice"));
