@@ -2,8 +2,8 @@
 //! part (keys, store, revocation set, checker, login service, handler state) and binds
 //! nothing, spawns nothing. [`App::serve`] binds both listeners (port 0 allowed, the bound
 //! addresses are reported) or [`App::serve_on`] takes bound ones, then serves ext_authz +
-//! health over gRPC and the HTTP API and runs the background loops (key reload, revocation
-//! sync, store sweeping). On shutdown readiness turns false first, then in-flight requests get
+//! health over gRPC and the HTTP API, the admin API on its own listener, and runs the
+//! background loops (key reload, revocation and lockdown sync, store sweeping). On shutdown readiness turns false first, then in-flight requests get
 //! a bounded grace period.
 
 use std::net::SocketAddr;
@@ -137,7 +137,8 @@ impl App {
         self.serve_on(http, grpc).await
     }
 
-    /// Serves on already-bound listeners, starts the background loops, and turns ready.
+    /// Serves on already-bound listeners (and binds `[admin] listen`, apart from them),
+    /// starts the background loops, and turns ready.
     pub async fn serve_on(
         self,
         http_listener: TcpListener,
