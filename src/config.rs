@@ -32,6 +32,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[relay]`: the socket.io relay to the backend's live events (SPEC 2.4).
     pub relay: RelayConfig,
+    /// `[admin]`: the operator control API (`authgate admin ...`).
+    pub admin: AdminConfig,
 }
 
 /// `[relay]`: the WebSocket relay at `/socket.io/` (and `/api/ws/`) to `backend.ws_url`.
@@ -58,6 +60,55 @@ impl Default for RelayConfig {
             max_sockets: 2048,
             max_frame_bytes: 1024 * 1024,
             login_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[admin]`: the operator control API, served apart from the proxy-facing listeners.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens: a Unix socket path (created mode 0600, a stale one
+    /// replaced, removed on exit) or a TCP `host:port`, which needs `token_file`. Default
+    /// `<store.path>/admin.sock`.
+    pub listen: Option<String>,
+    /// A file holding the bearer secret every admin call must present (required for a TCP
+    /// `listen`; optional on a Unix socket, whose mode already restricts it). Read at start-up
+    /// by the server and by `authgate admin`. Default none.
+    pub token_file: Option<PathBuf>,
+    /// Longest life `authgate admin token --ttl` may give a service token. Default `24h`.
+    #[serde(deserialize_with = "duration")]
+    pub max_token_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            max_token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Where the admin API listens, as `[admin] listen` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl Config {
+    /// Where the admin API listens (`[admin] listen`, else `<store.path>/admin.sock`).
+    pub fn admin_listen(&self) -> AdminListen {
+        match self.admin.listen.as_deref() {
+            None | Some("") => AdminListen::Unix(self.store.path.join("admin.sock")),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => AdminListen::Tcp(addr),
+                Err(_) => {
+                    AdminListen::Unix(PathBuf::from(text.strip_prefix("unix:").unwrap_or(text)))
+                }
+            },
         }
     }
 }
@@ -505,6 +556,8 @@ pub enum Access {
     Token,
     /// A valid access token whose `amr` has "otp" (the user passed two-factor login).
     Mfa,
+    /// A service token only (`authgate admin token`, `amr` ["svc"]); user tokens get 403.
+    Service,
     /// Refused outright (403), whatever the token.
     Deny,
 }
@@ -800,6 +853,26 @@ impl Config {
                 "must be between 1s and 5m",
             ));
         }
+        if let AdminListen::Tcp(addr) = self.admin_listen() {
+            if self.admin.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "admin.token_file",
+                    format!("admin.listen {addr} is a TCP address; it needs a token_file"),
+                ));
+            }
+            if addr == l.grpc || addr == l.http {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    "must not be a proxy-facing listener (listen.grpc, listen.http)",
+                ));
+            }
+        }
+        if self.admin.max_token_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "admin.max_token_ttl",
+                "must be at least 1s",
+            ));
+        }
         Ok(())
     }
 }
@@ -964,6 +1037,37 @@ fn parse_env_value(raw: &str) -> toml::Value {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn admin_defaults_to_a_socket_under_the_store_and_tcp_needs_a_secret() {
+        let c = Config::from_toml_str("[store]\npath = \"/var/lib/ag\"\n").unwrap();
+        assert_eq!(
+            c.admin_listen(),
+            AdminListen::Unix(PathBuf::from("/var/lib/ag/admin.sock"))
+        );
+        let e = Config::from_toml_str("[admin]\nlisten = \"127.0.0.1:9300\"\n").unwrap_err();
+        assert!(e.to_string().contains("admin.token_file"), "{e}");
+        let c = Config::from_toml_str(
+            "[admin]\nlisten = \"127.0.0.1:9300\"\ntoken_file = \"/run/secret\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin_listen(),
+            AdminListen::Tcp("127.0.0.1:9300".parse().unwrap())
+        );
+        let e = Config::from_toml_str(
+            "[admin]\nlisten = \"127.0.0.1:9191\"\ntoken_file = \"/run/secret\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
+        let e = Config::from_toml_str("[admin]\nmax_token_ttl = \"0s\"\n").unwrap_err();
+        assert!(e.to_string().contains("admin.max_token_ttl"), "{e}");
+        let c = Config::from_toml_str(
+            "[[policy.routes]]\npath_prefix = \"/svc/\"\naccess = \"service\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.routes[0].access, Access::Service);
+    }
 
     #[test]
     fn defaults_are_valid() {

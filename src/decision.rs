@@ -76,6 +76,10 @@ pub enum Denial {
     MfaRequired,
     /// The route is closed to everyone (`access = "deny"`).
     RouteClosed,
+    /// A service token (`amr` ["svc"]) where a user's token is needed.
+    ServiceToken,
+    /// A user's token on a route for service tokens only (`access = "service"`).
+    ServiceOnly,
 }
 
 /// What a check came to, as counted by the metrics: allow, or the kind of denial.
@@ -134,7 +138,11 @@ impl Denial {
             | Denial::Expired
             | Denial::NotYetValid
             | Denial::Revoked => 401,
-            Denial::WrongKind | Denial::MfaRequired | Denial::RouteClosed => 403,
+            Denial::WrongKind
+            | Denial::MfaRequired
+            | Denial::RouteClosed
+            | Denial::ServiceToken
+            | Denial::ServiceOnly => 403,
         }
     }
 
@@ -146,7 +154,10 @@ impl Denial {
             Denial::Invalid(_) | Denial::Expired | Denial::NotYetValid | Denial::Revoked => {
                 Some("invalid_token")
             }
-            Denial::WrongKind | Denial::MfaRequired => Some("insufficient_scope"),
+            Denial::WrongKind
+            | Denial::MfaRequired
+            | Denial::ServiceToken
+            | Denial::ServiceOnly => Some("insufficient_scope"),
         }
     }
 
@@ -161,6 +172,8 @@ impl Denial {
             Denial::WrongKind => "not an access token",
             Denial::MfaRequired => "a second factor is required",
             Denial::RouteClosed => "this route is closed",
+            Denial::ServiceToken => "a service token is not accepted here",
+            Denial::ServiceOnly => "this route accepts service tokens only",
         }
     }
 
@@ -172,7 +185,9 @@ impl Denial {
             Denial::Expired => Outcome::Expired,
             Denial::NotYetValid => Outcome::NotYetValid,
             Denial::Revoked => Outcome::Revoked,
-            Denial::WrongKind => Outcome::WrongTokenType,
+            Denial::WrongKind | Denial::ServiceToken | Denial::ServiceOnly => {
+                Outcome::WrongTokenType
+            }
             Denial::MfaRequired => Outcome::MfaRequired,
             Denial::RouteClosed => Outcome::RouteClosed,
         }
@@ -253,7 +268,18 @@ pub struct Checker {
 impl Checker {
     /// The one authenticate path (the check, the login API, the socket relay): a genuine,
     /// current access token of a session that has not ended.
+    /// Service tokens are refused here (403): they open `access = "service"` routes only.
     pub fn authenticate(&self, token: &str) -> Result<Arc<Verified>, Denial> {
+        let verified = self.authenticate_any(token)?;
+        if verified.is_service() {
+            return Err(Denial::ServiceToken);
+        }
+        Ok(verified)
+    }
+
+    /// A genuine, current access token of a session that has not ended, a user's or a
+    /// service's.
+    fn authenticate_any(&self, token: &str) -> Result<Arc<Verified>, Denial> {
         let verified = self.tokens.verify(token)?;
         if verified.kind != Kind::Access {
             return Err(Denial::WrongKind);
@@ -294,9 +320,15 @@ impl Checker {
                 ..Allow::default()
             });
         }
-        let verified = self.authenticate_request(route.sources, req.headers, req.path)?;
-        if route.access == Access::Mfa && !verified.has_otp() {
-            return Err(Denial::MfaRequired);
+        let verified =
+            self.authenticate_any(&request_token(route.sources, req.headers, req.path)?)?;
+        // The cached verdict already holds amr: telling the kinds apart costs no I/O.
+        match (route.access, verified.is_service()) {
+            (Access::Service, false) => return Err(Denial::ServiceOnly),
+            (Access::Service, true) => {}
+            (_, true) => return Err(Denial::ServiceToken),
+            (Access::Mfa, false) if !verified.has_otp() => return Err(Denial::MfaRequired),
+            (_, false) => {}
         }
         let mut set_headers = vec![
             (X_AUTH_USER, verified.sub.to_string()),
@@ -434,6 +466,38 @@ mod tests {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{o:?}");
         }
+    }
+
+    #[test]
+    fn service_tokens_open_service_routes_only_and_user_tokens_never_do() {
+        let f = fixture(
+            "[[policy.routes]]\npath_prefix = \"/svc/\"\naccess = \"service\"\n\
+             [[policy.routes]]\npath_prefix = \"/mfa/\"\naccess = \"mfa\"\n\
+             [[policy.routes]]\npath_prefix = \"/auth/\"\naccess = \"public\"\n",
+        );
+        let svc = f.token(Kind::Access, &["svc"]);
+        let user = f.token(Kind::Access, &["pwd", "otp"]);
+        let a = allow(f.bearer("/svc/x", &svc));
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert!(a.set_headers.contains(&(X_AUTH_SESSION, "sid-1".into())));
+        assert!(!a.set_headers.iter().any(|(k, _)| *k == AUTHORIZATION));
+        assert_eq!(a.remove_headers, vec![AUTHORIZATION]);
+        for path in ["/api", "/mfa/x"] {
+            let d = denial(f.bearer(path, &svc));
+            assert_eq!((d, d.status()), (Denial::ServiceToken, 403), "{path}");
+            assert_eq!(d.error_code(), Some("insufficient_scope"));
+        }
+        assert_eq!(denial(f.bearer("/svc/x", &user)), Denial::ServiceOnly);
+        assert_eq!(denial(f.bearer("/svc/x", &user)).status(), 403);
+        allow(f.bearer("/mfa/x", &user));
+        // The login API's own bearer check refuses them too.
+        assert_eq!(
+            f.checker.authenticate(&svc).unwrap_err(),
+            Denial::ServiceToken
+        );
+        // Revoked like any session.
+        f.checker.revocations.revoke("sid-1", T0 + 1000);
+        assert_eq!(denial(f.bearer("/svc/x", &svc)), Denial::Revoked);
     }
 
     #[test]

@@ -86,6 +86,30 @@ pub enum SecurityEvent<'a> {
         client: IpAddr,
         sid: &'a str,
     },
+    /// An operator revoked a session (`sid`) or every session of a user (`user`) through the
+    /// admin API on `channel`; `revoked` were newly revoked.
+    AdminRevoke {
+        channel: &'a str,
+        user: Option<&'a str>,
+        sid: Option<&'a str>,
+        revoked: u64,
+    },
+    /// An operator turned lockdown on or off (with `revoke_all`, `revoked` sessions ended).
+    AdminLockdown {
+        channel: &'a str,
+        on: bool,
+        revoke_all: bool,
+        revoked: u64,
+    },
+    /// An operator minted a service token for `user` (its `sub`), session `sid`.
+    AdminTokenMinted {
+        channel: &'a str,
+        user: &'a str,
+        sid: &'a str,
+        ttl: u64,
+    },
+    /// An operator started a new signing key `kid`.
+    AdminRotateKeys { channel: &'a str, kid: &'a str },
 }
 
 /// Why a login attempt failed (the `reason` field of `login_failure`).
@@ -122,6 +146,10 @@ pub enum RevokeReason {
     BackendSessionEnded,
     TwoFactorEnabled,
     TwoFactorDisabled,
+    /// `authgate admin revoke`.
+    Admin,
+    /// `authgate admin lockdown on --revoke-all`.
+    Lockdown,
 }
 
 impl RevokeReason {
@@ -132,6 +160,8 @@ impl RevokeReason {
             Self::BackendSessionEnded => "backend_session_ended",
             Self::TwoFactorEnabled => "2fa_enabled",
             Self::TwoFactorDisabled => "2fa_disabled",
+            Self::Admin => "admin",
+            Self::Lockdown => "lockdown",
         }
     }
 }
@@ -169,11 +199,15 @@ pub enum EventKind {
     TwoFactorEnabled,
     TwoFactorDisabled,
     RecoveryCodeUsed,
+    AdminRevoke,
+    AdminLockdown,
+    AdminTokenMinted,
+    AdminRotateKeys,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (so `ALL[k as usize] == k`).
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 16] = [
         Self::LoginSuccess,
         Self::LoginFailure,
         Self::MfaSuccess,
@@ -186,6 +220,10 @@ impl EventKind {
         Self::TwoFactorEnabled,
         Self::TwoFactorDisabled,
         Self::RecoveryCodeUsed,
+        Self::AdminRevoke,
+        Self::AdminLockdown,
+        Self::AdminTokenMinted,
+        Self::AdminRotateKeys,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -202,6 +240,10 @@ impl EventKind {
             Self::TwoFactorEnabled => "2fa_enabled",
             Self::TwoFactorDisabled => "2fa_disabled",
             Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::AdminRevoke => "admin_revoke",
+            Self::AdminLockdown => "admin_lockdown",
+            Self::AdminTokenMinted => "admin_token_minted",
+            Self::AdminRotateKeys => "admin_rotate_keys",
         }
     }
 }
@@ -229,6 +271,10 @@ impl SecurityEvent<'_> {
             Self::TwoFactorEnabled { .. } => EventKind::TwoFactorEnabled,
             Self::TwoFactorDisabled { .. } => EventKind::TwoFactorDisabled,
             Self::RecoveryCodeUsed { .. } => EventKind::RecoveryCodeUsed,
+            Self::AdminRevoke { .. } => EventKind::AdminRevoke,
+            Self::AdminLockdown { .. } => EventKind::AdminLockdown,
+            Self::AdminTokenMinted { .. } => EventKind::AdminTokenMinted,
+            Self::AdminRotateKeys { .. } => EventKind::AdminRotateKeys,
         }
     }
 
@@ -299,6 +345,34 @@ impl SecurityEvent<'_> {
             } => {
                 tracing::info!(target: "security", event, user = %LogName(user), client = %client, sid, reason = reason.as_str());
             }
+            Self::AdminRevoke {
+                channel,
+                user,
+                sid,
+                revoked,
+            } => {
+                let user = user.map(|u| LogName(u).to_string());
+                tracing::warn!(target: "security", event, channel, user, sid, revoked);
+            }
+            Self::AdminLockdown {
+                channel,
+                on,
+                revoke_all,
+                revoked,
+            } => {
+                tracing::warn!(target: "security", event, channel, lockdown = on, revoke_all, revoked);
+            }
+            Self::AdminTokenMinted {
+                channel,
+                user,
+                sid,
+                ttl,
+            } => {
+                tracing::warn!(target: "security", event, channel, user = %LogName(user), sid, ttl);
+            }
+            Self::AdminRotateKeys { channel, kid } => {
+                tracing::warn!(target: "security", event, channel, kid);
+            }
         }
     }
 }
@@ -334,6 +408,10 @@ mod tests {
                 "2fa_enabled",
                 "2fa_disabled",
                 "recovery_code_used",
+                "admin_revoke",
+                "admin_lockdown",
+                "admin_token_minted",
+                "admin_rotate_keys",
             ]
         );
     }

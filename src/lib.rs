@@ -6,6 +6,7 @@
 //! [`grpc`] and [`web`] -> [`server`]. [`token`], [`policy`] and [`decision`] know nothing of
 //! any transport.
 
+pub mod admin;
 pub mod backend;
 pub mod clock;
 pub mod config;

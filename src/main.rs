@@ -59,6 +59,78 @@ enum Command {
         #[arg(long)]
         sealing_key: bool,
     },
+    /// Act on a running server through its admin API ([admin] listen of --config): one JSON
+    /// document on stdout; exit 0 on success, 1 on failure (e.g. nothing serving), 64 on a
+    /// usage error.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// {"lockdown","sessions","store":{"up"},"keys"}: sessions live in the store (all replicas).
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The live sessions of a user: [{"sid","user","amr","created","last_refresh",...}].
+    Sessions {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Revokes one session (--sid) or every session of a user (--user) on every replica
+    /// within 1 s: {"revoked":n}, n newly revoked.
+    Revoke {
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        sid: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Lockdown on: password login, OTP login and refresh answer 503 on every replica (existing
+    /// sessions keep working); --revoke-all also revokes every session. Kept across restarts.
+    Lockdown {
+        state: OnOff,
+        #[arg(long)]
+        revoke_all: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Mints a service token (amr ["svc"], own sid, no backend credential) accepted only on
+    /// routes with access = "service": {"token","sid","expires_in"}.
+    Token {
+        #[arg(long)]
+        sub: String,
+        /// e.g. "1h"; at most admin.max_token_ttl.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Starts signing with a new key on the running server (as `authgate rotate-keys`).
+    RotateKeys {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.as_secs() == 0 {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d.as_secs())
 }
 
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
@@ -91,8 +163,21 @@ fn return_large_blocks_to_the_os() {
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     return_large_blocks_to_the_os();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                // Usage errors exit like configuration errors (sysexits EX_USAGE).
+                _ => ExitCode::from(EXIT_CONFIG),
+            };
+        }
+    };
     match cli.command {
+        Command::Admin { action } => admin(action),
         Command::Serve { config } => match load(config.as_deref()) {
             Ok(cfg) => serve(cfg),
             Err(code) => code,
@@ -168,6 +253,127 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `authgate admin ...`: one call to the admin API, its answer as one JSON document.
+fn admin(action: AdminCommand) -> ExitCode {
+    use AdminCommand as A;
+    let config = match &action {
+        A::Status { config }
+        | A::Sessions { config, .. }
+        | A::Revoke { config, .. }
+        | A::Lockdown { config, .. }
+        | A::Token { config, .. }
+        | A::RotateKeys { config } => config.clone(),
+    };
+    if let A::Lockdown {
+        state: OnOff::Off,
+        revoke_all: true,
+        ..
+    } = action
+    {
+        eprintln!("authgate: --revoke-all goes with `lockdown on`");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("authgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let mut client = authgate::admin::Client::connect(&cfg)
+            .await
+            .map_err(|e| (ExitCode::FAILURE, format!("{e:#}")))?;
+        let call = |e: tonic::Status| {
+            let code = match e.code() {
+                tonic::Code::InvalidArgument => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            };
+            (code, format!("admin API: {}", e.message()))
+        };
+        Ok::<_, (ExitCode, String)>(match action {
+            A::Status { .. } => {
+                let s = client.status().await.map_err(call)?;
+                serde_json::json!({
+                    "lockdown": s.lockdown,
+                    "sessions": s.sessions,
+                    "store": {"up": s.store_up},
+                    "keys": s.keys,
+                })
+            }
+            A::Sessions { user, .. } => {
+                let list = client.list_sessions(&user).await.map_err(call)?;
+                if list.truncated {
+                    eprintln!("authgate: more sessions than listed");
+                }
+                let none_if_empty = |s: String| (!s.is_empty()).then_some(s);
+                serde_json::Value::Array(
+                    list.sessions
+                        .into_iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "sid": s.sid,
+                                "user": s.user,
+                                "amr": s.amr,
+                                "created": s.created,
+                                "last_refresh": (s.last_refresh != 0).then_some(s.last_refresh),
+                                "expires_at": s.expires_at,
+                                "client": none_if_empty(s.client),
+                                "user_agent": none_if_empty(s.user_agent),
+                            })
+                        })
+                        .collect(),
+                )
+            }
+            A::Revoke { sid, user, .. } => {
+                let revoked = match (sid, user) {
+                    (Some(sid), _) => client.revoke_session(&sid).await,
+                    (None, Some(user)) => client.revoke_user(&user).await,
+                    (None, None) => {
+                        return Err((ExitCode::from(EXIT_CONFIG), "--sid or --user".into()));
+                    }
+                }
+                .map_err(call)?;
+                serde_json::json!({ "revoked": revoked })
+            }
+            A::Lockdown {
+                state, revoke_all, ..
+            } => {
+                let r = client
+                    .set_lockdown(matches!(state, OnOff::On), revoke_all)
+                    .await
+                    .map_err(call)?;
+                serde_json::json!({ "lockdown": r.lockdown, "revoked": r.revoked })
+            }
+            A::Token { sub, ttl, .. } => {
+                let t = client.mint_service_token(&sub, ttl).await.map_err(call)?;
+                serde_json::json!({ "token": t.token, "sid": t.sid, "expires_in": t.expires_in })
+            }
+            A::RotateKeys { .. } => {
+                let kid = client.rotate_keys().await.map_err(call)?;
+                serde_json::json!({ "kid": kid })
+            }
+        })
+    });
+    match result {
+        Ok(document) => {
+            println!("{document}");
+            ExitCode::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("authgate: {message}");
+            code
         }
     }
 }

@@ -154,6 +154,8 @@ pub struct Metrics {
     pub store_up: Gauge,
     /// 1 unless the last backend call failed (set at scrape time).
     pub backend_up: Gauge,
+    /// 1 while lockdown is on (as this replica last read it), else 0.
+    pub lockdown: Gauge,
 }
 
 impl Default for Metrics {
@@ -295,7 +297,14 @@ impl Metrics {
             "Time of one call to the login backend, by operation, whatever the result",
             backend_family,
         );
+        let lockdown = Gauge::default();
+        registry.register(
+            "lockdown",
+            "1 while lockdown is on (logins and refreshes refused), else 0",
+            lockdown.clone(),
+        );
         Self {
+            lockdown,
             registry,
             checks,
             latency,

@@ -121,8 +121,9 @@ impl Policy {
             let folded = fold.then(|| self.first_match(method, reading, true));
             for rule in std::iter::once(exact).chain(folded) {
                 let access = access_of(rule);
-                if strictest.is_none_or(|(a, _)| access > a) {
-                    strictest = Some((access, rule));
+                let combined = strictest.map_or(access, |(a, _)| stricter(a, access));
+                if strictest.is_none_or(|(a, _)| combined != a) {
+                    strictest = Some((combined, rule));
                 }
             }
         }
@@ -261,6 +262,16 @@ fn decode(s: &str) -> Cow<'_, str> {
 }
 
 /// Resolves `\\`, empty and dot segments; the result starts with `/` and has no `//`.
+/// The stricter of two accesses. A service route and a user route read from one request
+/// admit no token at all: that request is denied.
+fn stricter(a: Access, b: Access) -> Access {
+    let user = |x| matches!(x, Access::Token | Access::Mfa);
+    match (a, b) {
+        (Access::Service, x) | (x, Access::Service) if user(x) => Access::Deny,
+        _ => a.max(b),
+    }
+}
+
 pub fn normalise(path: &str) -> String {
     normalise_with(path, true)
 }
@@ -456,6 +467,15 @@ access = "token"
             assert_eq!(p.route("GET", path).access, Access::Token, "{path}");
         }
         assert_eq!(p.route("GET", "/auth./login").access, Access::Token);
+    }
+
+    #[test]
+    fn a_service_route_read_as_a_user_route_too_is_denied() {
+        assert_eq!(stricter(Access::Service, Access::Token), Access::Deny);
+        assert_eq!(stricter(Access::Mfa, Access::Service), Access::Deny);
+        assert_eq!(stricter(Access::Public, Access::Service), Access::Service);
+        assert_eq!(stricter(Access::Service, Access::Deny), Access::Deny);
+        assert_eq!(stricter(Access::Token, Access::Mfa), Access::Mfa);
     }
 
     #[test]

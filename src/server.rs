@@ -2,8 +2,8 @@
 //! part (keys, store, revocation set, checker, login service, handler state) and binds
 //! nothing, spawns nothing. [`App::serve`] binds both listeners (port 0 allowed, the bound
 //! addresses are reported) or [`App::serve_on`] takes bound ones, then serves ext_authz +
-//! health over gRPC and the HTTP API and runs the background loops (key reload, revocation
-//! sync, store sweeping). On shutdown readiness turns false first, then in-flight requests get
+//! health over gRPC and the HTTP API, the admin API on its own listener, and runs the
+//! background loops (key reload, revocation and lockdown sync, store sweeping). On shutdown readiness turns false first, then in-flight requests get
 //! a bounded grace period.
 
 use std::net::SocketAddr;
@@ -42,6 +42,9 @@ pub struct App {
     pub revocations: Arc<Revocations>,
     sync_state: watch::Sender<SyncState>,
     listen: Listen,
+    /// The admin API's configuration (its listener is bound by `serve_on`).
+    admin: Config,
+    admin_secret: Option<secrecy::SecretString>,
 }
 
 /// Builds authgate from a valid configuration: loads (or creates) the keys, opens the store,
@@ -87,6 +90,16 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         ))),
         BackendConfig::Http(_) | BackendConfig::File(_) => None,
     };
+    // Lockdown holds across restarts: read before serving the first login.
+    if let Err(e) = login.sync_lockdown().await {
+        tracing::warn!(error = %e, "could not read the lockdown switch yet; will keep trying");
+    }
+    let admin_secret = config
+        .admin
+        .token_file
+        .as_deref()
+        .map(crate::admin::read_secret)
+        .transpose()?;
     let state = Arc::new(AppState {
         checker,
         tokens,
@@ -106,6 +119,8 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         revocations,
         sync_state,
         listen: config.listen.clone(),
+        admin: config.clone(),
+        admin_secret,
     })
 }
 
@@ -113,6 +128,8 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: crate::admin::Bound,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -141,7 +158,8 @@ impl App {
         self.serve_on(http, grpc).await
     }
 
-    /// Serves on already-bound listeners, starts the background loops, and turns ready.
+    /// Serves on already-bound listeners (and binds `[admin] listen`, apart from them),
+    /// starts the background loops, and turns ready.
     pub async fn serve_on(
         self,
         http_listener: TcpListener,
@@ -149,6 +167,8 @@ impl App {
     ) -> anyhow::Result<Running> {
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
+        let admin_listener = crate::admin::Listener::bind(&self.admin).await?;
+        let admin_addr = admin_listener.bound()?;
         let state = self.state;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -191,20 +211,24 @@ impl App {
         ));
         let first_sync = tokio::spawn(ready_after_first_sync(state.clone(), stopped()));
         let housekeeping = tokio::spawn(housekeeping(state.tokens.clone(), self.store, stopped()));
+        let lockdown = tokio::spawn(follow_lockdown(state.login.clone(), stopped()));
+        let admin =
+            tokio::spawn(admin_listener.serve(state.login.clone(), self.admin_secret, stopped()));
 
         state.ready.set(true).await;
         if state.ready.is_ready() {
-            tracing::info!(http = %http_addr, grpc = %grpc_addr, "authgate ready");
+            tracing::info!(http = %http_addr, grpc = %grpc_addr, admin = %admin_addr, "authgate ready");
         } else {
-            tracing::warn!(http = %http_addr, grpc = %grpc_addr, "authgate serving, unready until the first revocation sync");
+            tracing::warn!(http = %http_addr, grpc = %grpc_addr, admin = %admin_addr, "authgate serving, unready until the first revocation sync");
         }
 
         Ok(Running {
             http_addr,
             grpc_addr,
+            admin_addr,
             state,
             shutdown,
-            servers: vec![grpc, http, sync, first_sync, housekeeping],
+            servers: vec![grpc, http, sync, first_sync, housekeeping, lockdown, admin],
             drain_grace: self.listen.drain_grace,
         })
     }
@@ -220,6 +244,24 @@ async fn ready_after_first_sync(state: Arc<AppState>, stop: impl std::future::Fu
             if loaded && !state.ready.has_revocations() {
                 state.ready.revocations_loaded().await;
                 tracing::info!("revocations loaded; authgate ready");
+            }
+        }
+    }
+}
+
+/// Follows the lockdown switch in the store (set by any replica's admin API) until `stop`
+/// completes, at the pace of the revocation sync, so every replica applies it within 1 s.
+async fn follow_lockdown(login: Arc<LoginService>, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(revocation::SYNC_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                if let Err(e) = login.sync_lockdown().await {
+                    tracing::debug!(error = %e, "reading the lockdown switch failed; keeping the last known state");
+                }
             }
         }
     }

@@ -50,6 +50,7 @@ fn help_and_version() {
         "hash-password",
         "user-add",
         "rotate-keys",
+        "admin",
     ] {
         assert!(out.contains(sub), "--help lacks {sub}");
     }

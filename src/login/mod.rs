@@ -8,6 +8,7 @@
 //! enrollment and recovery codes). This file holds the service, what the flows return and
 //! their error; `mfa` and `lockout` are the pure parts underneath.
 
+pub mod admin;
 pub mod lockout;
 pub mod mfa;
 mod password;
@@ -87,6 +88,8 @@ pub enum LoginError {
     StoreUnavailable(#[from] StoreError),
     #[error("internal error")]
     Internal(#[from] MintError),
+    #[error("logins are suspended (lockdown)")]
+    Lockdown,
 }
 
 pub struct LoginService {
@@ -104,6 +107,10 @@ pub struct LoginService {
     /// token of it can still be presented (its life plus the leeway, with a margin).
     revoke_for: u64,
     refresh_ttl: u64,
+    /// Lockdown as last read from the store (`admin::sync_lockdown`).
+    lockdown: std::sync::atomic::AtomicBool,
+    max_token_ttl: u64,
+    leeway: u64,
 }
 
 /// Whether a canonical user name from a backend can be `sub`, `X-Auth-User` and a store key:
@@ -111,6 +118,41 @@ pub struct LoginService {
 /// always a valid header value and cannot forge a log line.
 pub fn usable_user_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_USERNAME && !name.chars().any(char::is_control)
+}
+
+/// Longest user agent kept with a session (for `authgate admin sessions`).
+const MAX_USER_AGENT: usize = 256;
+
+tokio::task_local! {
+    /// The user agent of the request a login flow serves: recorded with the session it
+    /// opens, for operators. Set by the HTTP adapter around the flow ([`with_user_agent`]), so
+    /// the flows' signatures stay about authentication.
+    static USER_AGENT: Option<String>;
+}
+
+/// Runs a login flow with the client's `User-Agent` (bounded, control characters dropped)
+/// known to the session it may open.
+pub async fn with_user_agent<F: std::future::Future>(
+    user_agent: Option<&str>,
+    flow: F,
+) -> F::Output {
+    let kept = user_agent.map(|ua| {
+        ua.chars()
+            .filter(|c| !c.is_control())
+            .scan(0, |len, c| {
+                *len += c.len_utf8();
+                (*len <= MAX_USER_AGENT).then_some(c)
+            })
+            .collect::<String>()
+    });
+    USER_AGENT
+        .scope(kept.filter(|ua| !ua.is_empty()), flow)
+        .await
+}
+
+/// The user agent [`with_user_agent`] set, if any.
+fn user_agent() -> Option<String> {
+    USER_AGENT.try_with(Clone::clone).ok().flatten()
 }
 
 fn check_len(value: &str, max: usize) -> Result<(), LoginError> {
@@ -165,6 +207,9 @@ impl LoginService {
             access_ttl: cfg.tokens.access_ttl.as_secs(),
             revoke_for: cfg.tokens.access_ttl.as_secs() + cfg.tokens.leeway.as_secs() + 60,
             refresh_ttl: cfg.tokens.refresh_ttl.as_secs(),
+            lockdown: std::sync::atomic::AtomicBool::new(false),
+            max_token_ttl: cfg.admin.max_token_ttl.as_secs(),
+            leeway: cfg.tokens.leeway.as_secs(),
         }
     }
 
@@ -249,6 +294,25 @@ mod tests {
             refresh_token: REFRESH.to_owned().into(),
             refresh_expires_in: 86400,
         }
+    }
+
+    #[tokio::test]
+    async fn the_user_agent_kept_is_bounded_and_printable() {
+        assert_eq!(with_user_agent(None, async { user_agent() }).await, None);
+        assert_eq!(
+            with_user_agent(Some("curl/8\u{1b}[31m\n"), async { user_agent() }).await,
+            Some("curl/8[31m".to_owned())
+        );
+        assert_eq!(
+            with_user_agent(Some("\n"), async { user_agent() }).await,
+            None
+        );
+        let long = "ü".repeat(MAX_USER_AGENT);
+        let kept = with_user_agent(Some(&long), async { user_agent() })
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), MAX_USER_AGENT);
+        assert_eq!(user_agent(), None, "outside a flow");
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl LoginService {
         password: &SecretString,
         client: IpAddr,
     ) -> Result<LoginOutcome, LoginError> {
+        self.refuse_in_lockdown()?;
         check_len(username, MAX_USERNAME)?;
         check_len(password.expose_secret(), MAX_PASSWORD)?;
         let attempt = self.reserve_attempt(username, client).await?;
@@ -252,7 +253,7 @@ impl LoginService {
             }));
         }
         let Some(pair) = self
-            .start_session(user, sid, &["pwd"], credential, epoch)
+            .start_session(user, sid, &["pwd"], credential, epoch, client)
             .await?
         else {
             return Ok(None);

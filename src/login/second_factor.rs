@@ -37,6 +37,7 @@ impl LoginService {
         code: &str,
         client: IpAddr,
     ) -> Result<TokenPair, LoginError> {
+        self.refuse_in_lockdown()?;
         check_len(mfa_token, crate::token::MAX_TOKEN_LEN)?;
         check_len(code, MAX_CODE)?;
         let t = self
@@ -102,7 +103,14 @@ impl LoginService {
             });
         }
         let Some(pair) = self
-            .start_session(user, &t.sid, &["pwd", "otp"], t.credential.as_ref(), epoch)
+            .start_session(
+                user,
+                &t.sid,
+                &["pwd", "otp"],
+                t.credential.as_ref(),
+                epoch,
+                client,
+            )
             .await?
         else {
             return Err(LoginError::InvalidGrant(
@@ -258,7 +266,8 @@ impl LoginService {
             sid: &token.sid,
         });
         self.revoke_user(&token.sub, client, RevokeReason::TwoFactorDisabled)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// A fresh set of recovery codes after a valid code; the old ones die.

@@ -23,18 +23,18 @@ const EPOCH_KEEP: u64 = 24 * 3600;
 
 /// The sessions of one user and the epoch of its user-wide revocations.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct UserSessions {
+pub(super) struct UserSessions {
     /// Moves on every user-wide revocation; a login lists its session only if it has not
     /// moved since the login read it.
     epoch: u64,
     /// (sid, expires at).
-    sids: Vec<(String, u64)>,
+    pub(super) sids: Vec<(String, u64)>,
 }
 
 impl UserSessions {
     /// The stored list; a corrupt one is an error, never an empty list (that would forget
     /// the sessions a revocation has to find).
-    fn decode(raw: Option<&[u8]>) -> Result<Self, StoreError> {
+    pub(super) fn decode(raw: Option<&[u8]>) -> Result<Self, StoreError> {
         let Some(raw) = raw else {
             return Ok(Self::default());
         };
@@ -47,9 +47,26 @@ impl UserSessions {
             .map_err(|e| StoreError::Corrupt(format!("user session list: {e}")))
     }
 
-    fn expires_at(&self, now: u64) -> u64 {
+    pub(super) fn expires_at(&self, now: u64) -> u64 {
         let last = self.sids.iter().map(|(_, e)| *e).max().unwrap_or(0);
         last.max(now + EPOCH_KEEP)
+    }
+}
+
+impl Session {
+    /// The record of a service token: no refresh token, no backend credential.
+    pub(super) fn service(sub: &str, now: u64, expires_at: u64) -> Self {
+        Self {
+            user: sub.to_owned(),
+            amr: vec![crate::token::SERVICE_AMR.to_owned()],
+            refresh_jti: String::new(),
+            cred: None,
+            expires_at,
+            created: now,
+            refreshed: 0,
+            client: None,
+            user_agent: None,
+        }
     }
 }
 
@@ -71,14 +88,25 @@ fn grace_context(sid: &str, jti: &str) -> String {
 
 /// One login session (a refresh-token family), as stored under its sid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Session {
-    user: String,
-    amr: Vec<String>,
+pub(super) struct Session {
+    pub(super) user: String,
+    pub(super) amr: Vec<String>,
     /// The only refresh token of this family that may still be used.
-    refresh_jti: String,
+    pub(super) refresh_jti: String,
     /// Backend credential sealed under the sid.
-    cred: Option<String>,
-    expires_at: u64,
+    pub(super) cred: Option<String>,
+    pub(super) expires_at: u64,
+    /// What an operator sees of it (`authgate admin sessions`); absent in records written
+    /// before they were kept.
+    #[serde(default)]
+    pub(super) created: u64,
+    /// Unix seconds of the last refresh, 0 if none yet.
+    #[serde(default)]
+    pub(super) refreshed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) user_agent: Option<String>,
 }
 
 impl LoginService {
@@ -101,6 +129,7 @@ impl LoginService {
         amr: &[&str],
         credential: Option<&SecretString>,
         epoch: u64,
+        client: IpAddr,
     ) -> Result<Option<TokenPair>, LoginError> {
         let (pair, refresh_jti) = self.issue(user, sid, amr, credential)?;
         let now = self.now();
@@ -110,6 +139,10 @@ impl LoginService {
             refresh_jti,
             cred: credential.map(|c| self.tokens.seal(sid, c)).transpose()?,
             expires_at: now + self.refresh_ttl,
+            created: now,
+            refreshed: 0,
+            client: Some(client.to_string()),
+            user_agent: super::user_agent(),
         };
         self.store
             .put(Ns::Session, sid, &json(&session), session.expires_at)
@@ -131,6 +164,14 @@ impl LoginService {
         .await
         .and_then(|decoded| decoded);
         match listed {
+            Ok(true) if self.lockdown() => {
+                // Lockdown came on while this login was in flight: a `--revoke-all` sweep
+                // may already have passed, so the session must not start. (One that started
+                // before this replica saw the lockdown is in the store by then, where the
+                // sweep's second pass finds it.)
+                self.store.delete(Ns::Session, sid).await?;
+                Err(LoginError::Lockdown)
+            }
             Ok(true) => Ok(Some(pair)),
             Ok(false) => {
                 self.store.delete(Ns::Session, sid).await?;
@@ -164,6 +205,25 @@ impl LoginService {
         })
         .await??;
         Ok(())
+    }
+
+    /// Takes revoked session `sid` out of `user`'s list, so the list holds live sessions
+    /// only (it stays as small as the user's live sessions, and listings need not skip the
+    /// dead). Best effort: an entry left behind expires with the session anyway.
+    pub(super) async fn unlist(&self, user: &str, sid: &str) {
+        let now = self.now();
+        let result = update(&*self.store, Ns::UserSessions, user, |raw| {
+            let Ok(mut list) = UserSessions::decode(raw) else {
+                return (raw.map(<[u8]>::to_vec), 0, ());
+            };
+            list.sids.retain(|(s, exp)| s != sid && *exp > now);
+            let expires = list.expires_at(now);
+            (Some(json(&list)), expires, ())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not take a revoked session out of its user's list");
+        }
     }
 
     /// The epoch of `user`'s user-wide revocations, to hand to [`Self::start_session`].
@@ -205,6 +265,7 @@ impl LoginService {
         refresh_token: &str,
         client: IpAddr,
     ) -> Result<TokenPair, LoginError> {
+        self.refuse_in_lockdown()?;
         check_len(refresh_token, crate::token::MAX_TOKEN_LEN)?;
         let t = self.tokens.verify(refresh_token).map_err(|e| match e {
             TokenError::Malformed => LoginError::BadRequest("malformed refresh token"),
@@ -253,6 +314,8 @@ impl LoginService {
         let next = Session {
             refresh_jti: new_jti,
             expires_at: self.now() + self.refresh_ttl,
+            refreshed: self.now(),
+            client: Some(client.to_string()),
             ..session.clone()
         };
         let swapped = self
@@ -358,16 +421,30 @@ impl LoginService {
     }
 
     /// Revokes one session everywhere: store (replicas pick it up) and this replica at once.
-    async fn revoke_session(
+    pub(super) async fn revoke_session(
         &self,
         sid: &str,
         user: &str,
         client: IpAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
+        self.revoke_session_until(sid, user, client, reason, 0)
+            .await
+    }
+
+    /// [`Self::revoke_session`], the revocation lasting at least until `at_least` (a service
+    /// token lives longer than an access token).
+    pub(super) async fn revoke_session_until(
+        &self,
+        sid: &str,
+        user: &str,
+        client: IpAddr,
+        reason: RevokeReason,
+        at_least: u64,
+    ) -> Result<(), LoginError> {
         // Refresh tokens die with the session record; the revocation entry only has to outlast
         // the access tokens already out, which keeps the hot-path set small.
-        let until = self.now() + self.revoke_for;
+        let until = (self.now() + self.revoke_for).max(at_least);
         self.revocations.revoke(sid, until);
         self.store.delete(Ns::Session, sid).await?;
         self.store
@@ -391,7 +468,7 @@ impl LoginService {
         user: &str,
         client: IpAddr,
         reason: RevokeReason,
-    ) -> Result<(), LoginError> {
+    ) -> Result<u64, LoginError> {
         let now = self.now();
         let listed = update(&*self.store, Ns::UserSessions, user, |raw| {
             let mut list = match UserSessions::decode(raw) {
@@ -404,8 +481,24 @@ impl LoginService {
             (Some(json(&list)), expires, Ok(sids))
         })
         .await??;
+        let mut revoked = 0;
         for sid in &listed {
-            self.revoke_session(sid, user, client, reason).await?;
+            if self.revocations.is_revoked(sid) {
+                continue;
+            }
+            let Some(raw) = self.store.get(Ns::Session, sid).await? else {
+                continue;
+            };
+            // A service token's revocation lasts as long as the token.
+            let until = match serde_json::from_slice::<Session>(&raw) {
+                Ok(s) if s.amr.iter().any(|m| m == crate::token::SERVICE_AMR) => {
+                    s.expires_at + self.leeway + 60
+                }
+                _ => 0,
+            };
+            self.revoke_session_until(sid, user, client, reason, until)
+                .await?;
+            revoked += 1;
         }
         update(&*self.store, Ns::UserSessions, user, |raw| {
             let mut list = match UserSessions::decode(raw) {
@@ -418,13 +511,14 @@ impl LoginService {
             (Some(json(&list)), expires, Ok(()))
         })
         .await??;
-        Ok(())
+        Ok(revoked)
     }
 
     /// Ends the session of `token` everywhere at once and logs out of the backend.
     pub async fn logout(&self, token: &Verified, client: IpAddr) -> Result<(), LoginError> {
         self.revoke_session(&token.sid, &token.sub, client, RevokeReason::Logout)
             .await?;
+        self.unlist(&token.sub, &token.sid).await;
         if let Err(e) = self.backend.logout(token.credential.as_ref()).await {
             tracing::warn!(user = %token.sub, sid = %token.sid, error = %e, "backend logout failed; session revoked anyway");
         }

@@ -24,11 +24,13 @@ pub enum Ns {
     Lockout,
     /// One-time markers (MFA token ids).
     Once,
+    /// Operator switches every replica follows (`lockdown`).
+    Control,
 }
 
 impl Ns {
     /// As many as there are namespaces (checked by `index`).
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
 
     /// A dense index below [`Ns::COUNT`], for per-namespace counters.
     pub fn index(self) -> usize {
@@ -39,6 +41,7 @@ impl Ns {
             Ns::Revoked => 3,
             Ns::Lockout => 4,
             Ns::Once => 5,
+            Ns::Control => 6,
         }
     }
 
@@ -50,6 +53,7 @@ impl Ns {
             Ns::Revoked => "revoked",
             Ns::Lockout => "lockout",
             Ns::Once => "once",
+            Ns::Control => "control",
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct Claims {
     pub cred: Option<String>,
 }
 
+/// The `amr` of service tokens.
+pub const SERVICE_AMR: &str = "svc";
+
 /// A token that passed signature and claim checks, as cached.
 #[derive(Debug)]
 pub struct Verified {
@@ -99,6 +102,11 @@ pub struct Verified {
 impl Verified {
     pub fn has_otp(&self) -> bool {
         self.amr.iter().any(|m| m == "otp")
+    }
+
+    /// A service token (`authgate admin token`): `amr` is ["svc"].
+    pub fn is_service(&self) -> bool {
+        self.amr.iter().any(|m| m == SERVICE_AMR)
     }
 
     /// Heap bytes this value holds, approximately (for the cache's memory bound).
@@ -390,16 +398,33 @@ impl TokenService {
         Ok(())
     }
 
+    /// The kids of every key that still verifies, the signing one first (`/status`,
+    /// `authgate admin status`).
+    pub fn kids(&self) -> Vec<String> {
+        let keys = self.keys.load();
+        let mut others: Vec<String> = keys
+            .verifying
+            .keys()
+            .filter(|k| **k != keys.signing_kid)
+            .cloned()
+            .collect();
+        others.sort();
+        std::iter::once(keys.signing_kid.clone())
+            .chain(others)
+            .collect()
+    }
+
+    /// `authgate admin rotate-keys`: a new signing key (as `authgate rotate-keys`), loaded
+    /// here at once; other replicas load it within their key-reload interval.
+    pub fn rotate_signing_key(&self) -> Result<String, keys::KeyError> {
+        let kid = keys::rotate(&self.store_path, self.alg, self.clock.now())?;
+        self.reload_keys()?;
+        Ok(kid)
+    }
+
     /// The JWKS document (`{"keys":[...]}`), empty for HS256.
     pub fn jwks(&self) -> Arc<[u8]> {
         self.keys.load().jwks.clone()
-    }
-
-    /// The kids that verify tokens now (signing and retired ones), sorted, for `/status`.
-    pub fn kids(&self) -> Vec<String> {
-        let mut kids: Vec<String> = self.keys.load().verifying.keys().cloned().collect();
-        kids.sort();
-        kids
     }
 
     /// A fresh random identifier (jti, sid), 128 bits, base64url.

@@ -77,6 +77,7 @@ impl From<LoginError> for ApiError {
             },
             LoginError::Conflict(why) => Self::new(StatusCode::CONFLICT, "conflict", why),
             LoginError::BackendUnavailable(_) => unavailable("authentication backend unavailable"),
+            LoginError::Lockdown => unavailable("logins are suspended; try again later"),
             LoginError::StoreUnavailable(e) => {
                 tracing::error!(error = %e, "state store failed");
                 unavailable("state store unavailable")

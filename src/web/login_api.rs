@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Caller, ClientAddr};
 use crate::credentials::{self, Found, Sources};
 use crate::decision::Denial;
+use crate::login::with_user_agent;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -45,13 +46,23 @@ struct LoginBody {
     password: String,
 }
 
+/// The `User-Agent` of a request, recorded with the session a login opens.
+fn user_agent(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(header::USER_AGENT)?.to_str().ok()
+}
+
 async fn login(
     State(state): State<Arc<AppState>>,
     ClientAddr(client): ClientAddr,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let password = SecretString::from(body.password);
-    let outcome = state.login.login(&body.username, &password, client).await?;
+    let outcome = with_user_agent(
+        user_agent(&headers),
+        state.login.login(&body.username, &password, client),
+    )
+    .await?;
     Ok(no_store(outcome))
 }
 
@@ -64,12 +75,14 @@ struct OtpBody {
 async fn login_otp(
     State(state): State<Arc<AppState>>,
     ClientAddr(client): ClientAddr,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<OtpBody>,
 ) -> Result<Response, ApiError> {
-    let pair = state
-        .login
-        .login_otp(&body.mfa_token, &body.code, client)
-        .await?;
+    let pair = with_user_agent(
+        user_agent(&headers),
+        state.login.login_otp(&body.mfa_token, &body.code, client),
+    )
+    .await?;
     Ok(no_store(pair))
 }
 

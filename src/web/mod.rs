@@ -123,12 +123,6 @@ struct Up {
     up: bool,
 }
 
-/// Whether the operator has put authgate in lockdown (SPEC 2.5). Always false until the admin
-/// API lands: this is the one place `/status` asks.
-fn lockdown(_state: &AppState) -> bool {
-    false
-}
-
 /// 200 with the replica's state for operators and probes, even when it is not ready.
 async fn status(State(state): State<Arc<AppState>>) -> Response {
     let body = Status {
@@ -139,7 +133,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
         backend: Up {
             up: state.login.backend_up(),
         },
-        lockdown: lockdown(&state),
+        lockdown: state.login.lockdown(),
         keys: state.tokens.kids(),
         version: env!("CARGO_PKG_VERSION"),
     };

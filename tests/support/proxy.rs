@@ -261,6 +261,7 @@ impl Stack {
             .config(|c| {
                 c.policy.routes = routes(&[
                     ("/admin", Access::Mfa),
+                    ("/svc/", Access::Service),
                     ("/auth/", Access::Public),
                     ("/.well-known/", Access::Public),
                     ("/", Access::Token),
@@ -361,6 +362,7 @@ impl Stack {
             Check::FoldedMfaRoute => self.check_folded_mfa_route().await,
             Check::UnderscoreIdentity => self.check_underscore_identity().await,
             Check::UnemittableIdentity => self.check_unemittable_identity().await,
+            Check::ServiceTokens => self.check_service_tokens().await,
             Check::FailClosedWithoutAuthgate => self.check_fail_closed().await,
         }
     }
@@ -551,6 +553,59 @@ impl Stack {
             seen.headers.get("authorization")
         );
         Ok(())
+    }
+
+    /// A service token from the admin API opens `access = "service"` routes only: upstream
+    /// gets its sub and sid and no Authorization; token and mfa routes refuse it with 403,
+    /// and a user's token is refused on the service route.
+    async fn check_service_tokens(&self) -> anyhow::Result<()> {
+        let mut admin = authgate::admin::Client::connect(&self.authgate.config).await?;
+        let minted = admin.mint_service_token("nuxeo", 600).await?;
+        let header = format!("Bearer {}", minted.token);
+        let before = self.echo.count();
+        let resp = self
+            .get(
+                "/svc/docs",
+                &[("Authorization", &header), ("X-Auth-User", "mallory")],
+            )
+            .await?;
+        ensure!(
+            resp.status == 200,
+            "service token on a service route: {}",
+            resp.describe()
+        );
+        let seen = self.upstream_single("service token", before)?;
+        ensure!(
+            seen.headers.get("x-auth-user").map(String::as_str) == Some("nuxeo")
+                && seen.headers.get("x-auth-session") == Some(&minted.sid)
+                && !seen.headers.contains_key("authorization"),
+            "service token: upstream headers {:?}",
+            seen.headers
+        );
+        let before = self.echo.count();
+        for path in ["/api/x", "/admin/x"] {
+            let resp = self.get(path, &[("Authorization", &header)]).await?;
+            self.expect_denial(
+                &format!("service token on {path}"),
+                &resp,
+                403,
+                Some("insufficient_scope"),
+            )?;
+        }
+        let user = self.login().await?;
+        let resp = self
+            .get(
+                "/svc/docs",
+                &[("Authorization", &format!("Bearer {}", user.access))],
+            )
+            .await?;
+        self.expect_denial(
+            "user token on a service route",
+            &resp,
+            403,
+            Some("insufficient_scope"),
+        )?;
+        self.expect_upstream_untouched("tokens on the wrong routes", before)
     }
 
     async fn check_valid_bearer(&self) -> anyhow::Result<()> {
@@ -1052,6 +1107,7 @@ pub enum Check {
     FoldedMfaRoute,
     UnderscoreIdentity,
     UnemittableIdentity,
+    ServiceTokens,
     /// Stops authgate: must come last.
     FailClosedWithoutAuthgate,
 }
@@ -1071,6 +1127,7 @@ impl Check {
         Check::FoldedMfaRoute,
         Check::UnderscoreIdentity,
         Check::UnemittableIdentity,
+        Check::ServiceTokens,
         Check::FailClosedWithoutAuthgate,
     ];
 }
