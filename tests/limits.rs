@@ -32,6 +32,18 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
     }
 }
 
+/// The headers of a gRPC `Check` call, as an HTTP/2 client opens the stream.
+fn check_request(app: &TestApp) -> http::Request<()> {
+    http::Request::post(format!(
+        "http://{}/envoy.service.auth.v3.Authorization/Check",
+        app.grpc_addr()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap()
+}
+
 async fn app_with(edit: impl FnOnce(&mut authgate::config::Config)) -> TestApp {
     TestApp::builder().config(edit).start().await
 }
@@ -100,16 +112,7 @@ async fn grpc_streams_are_capped_and_half_open_ones_time_out() {
     tokio::spawn(connection);
     // A ping answered: the server's SETTINGS (sent first) are in force.
     ping.ping(h2::Ping::opaque()).await.unwrap();
-    let check = || {
-        http::Request::post(format!(
-            "http://{}/envoy.service.auth.v3.Authorization/Check",
-            app.grpc_addr()
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap()
-    };
+    let check = || check_request(&app);
     // Open as many streams as allowed, each with headers and no message (never ended), and
     // one more, which the client library holds back until the server frees a stream.
     let mut client = client.ready().await.unwrap();
@@ -164,16 +167,7 @@ async fn a_burst_of_cancelled_checks_leaves_the_connection_serving() {
     let mut ping = connection.ping_pong().unwrap();
     let driver = tokio::spawn(connection);
     ping.ping(h2::Ping::opaque()).await.unwrap();
-    let check = || {
-        http::Request::post(format!(
-            "http://{}/envoy.service.auth.v3.Authorization/Check",
-            app.grpc_addr()
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap()
-    };
+    let check = || check_request(&app);
     // One Check message, gRPC-framed: a request without a token (a 401 answer).
     let message = CheckRequest {
         attributes: Some(AttributeContext {

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use authgate::config::Access;
@@ -15,39 +13,9 @@ use axum::body::Body;
 use axum::http::Request;
 use serde_json::{Value, json};
 use support::app::{ALICE_PASSWORD, TestApp, routes};
+use support::logs::{log, log_text};
 use support::nethcti_sim::NethctiSim;
 use support::totp::totp;
-
-/// Everything authgate logs in this test binary, as JSON lines.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(move || LogWriter(writer.clone()))
-            .with_max_level(tracing::Level::DEBUG)
-            .init();
-        buf
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&log().lock().unwrap()).into_owned()
-}
 
 fn assert_not_logged(secrets: &[&str]) {
     let text = log_text();

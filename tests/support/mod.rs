@@ -29,6 +29,7 @@ pub mod authgate_process;
 pub mod client;
 pub mod echo;
 pub mod hostile;
+pub mod logs;
 pub mod nethcti_sim;
 pub mod nethcti_socket;
 pub mod process;
