@@ -14,27 +14,14 @@ use secrecy::SecretString;
 use serde_json::json;
 use support::app::TestApp;
 use support::nethcti_sim::NethctiSim;
-use support::nethcti_socket::NethctiSocket;
+use support::nethcti_socket::Backend;
 use support::socket_client::{Seen, SocketClient, payload};
 
 const ALICE: (&str, &str) = ("alice", "alice secret");
 const BOB: (&str, &str) = ("bob", "bob secret");
 
-struct Backend {
-    sim: NethctiSim,
-    socket: NethctiSocket,
-}
-
 async fn backend() -> Backend {
-    let sim = NethctiSim::start(&[ALICE, BOB], Duration::from_secs(3600)).await;
-    let socket = NethctiSocket::start(&sim).await;
-    Backend { sim, socket }
-}
-
-fn builder(b: &Backend) -> support::app::TestAppBuilder {
-    TestApp::builder()
-        .nethcti(&b.sim.url(), Duration::from_secs(2))
-        .nethcti_ws(&b.socket.ws_url())
+    Backend::start(&[ALICE, BOB]).await
 }
 
 async fn access_token(app: &TestApp, (user, password): (&str, &str)) -> String {
@@ -56,7 +43,7 @@ fn assert_never_reached(b: &Backend, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_event_relays_events_and_acks_and_the_jwt_stays_out() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let token = access_token(&app, ALICE).await;
     let mut c = SocketClient::open(app.http_addr()).await;
     c.login_ok("alice", &token).await;
@@ -141,7 +128,7 @@ async fn login_event_relays_events_and_acks_and_the_jwt_stays_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_token_gets_401_and_never_reaches_the_backend() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let alice = access_token(&app, ALICE).await;
     let login = app.login(ALICE.0, ALICE.1).await;
     let refresh = login.body["refresh_token"].as_str().unwrap().to_owned();
@@ -232,7 +219,8 @@ async fn every_bad_token_gets_401_and_never_reaches_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_login_only_engine_io_and_connect_go_upstream_and_no_login_closes() {
     let b = backend().await;
-    let app = builder(&b)
+    let app = b
+        .app()
         .config(|c| c.relay.login_timeout = Duration::from_secs(1))
         .start()
         .await;
@@ -269,7 +257,7 @@ async fn before_login_only_engine_io_and_connect_go_upstream_and_no_login_closes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_closes_the_socket_within_a_second() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let token = access_token(&app, ALICE).await;
     let other = access_token(&app, ALICE).await;
     let mut c = SocketClient::open(app.http_addr()).await;
@@ -299,7 +287,7 @@ async fn logout_closes_the_socket_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_at_upgrade_is_checked_there_and_never_dialled() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let token = access_token(&app, ALICE).await;
     let addr = app.http_addr();
     // Bad tokens: no upgrade at all, and the backend never dialled.
@@ -373,7 +361,8 @@ async fn a_token_at_upgrade_is_checked_there_and_never_dialled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_sockets_and_message_size_are_bounded() {
     let b = backend().await;
-    let app = builder(&b)
+    let app = b
+        .app()
         .config(|c| {
             c.relay.max_sockets = 2;
             c.relay.max_frame_bytes = 4096;
@@ -421,7 +410,7 @@ async fn open_sockets_and_message_size_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_sockets_with_1001_after_frames_in_flight() {
     let b = backend().await;
-    let mut app = builder(&b).start().await;
+    let mut app = b.app().start().await;
     let token = access_token(&app, ALICE).await;
     let mut c = SocketClient::open(app.http_addr()).await;
     c.login_ok("alice", &token).await;
@@ -476,8 +465,8 @@ async fn backend_unreachable_is_a_502_without_upgrade() {
 async fn logout_on_one_replica_closes_the_socket_held_by_the_other() {
     let redis = support::redis::RedisServer::start();
     let b = backend().await;
-    let a = builder(&b).redis(&redis.url()).start().await;
-    let other = builder(&b).redis(&redis.url()).keys_from(&a).start().await;
+    let a = b.app().redis(&redis.url()).start().await;
+    let other = b.app().redis(&redis.url()).keys_from(&a).start().await;
     let token = access_token(&a, ALICE).await;
     let mut c = SocketClient::open(other.http_addr()).await;
     c.login_ok("alice", &token).await;
@@ -502,7 +491,7 @@ async fn logout_on_one_replica_closes_the_socket_held_by_the_other() {
 async fn store_down_fails_closed_for_a_token_without_second_factor() {
     let mut redis = support::redis::RedisServer::start();
     let b = backend().await;
-    let app = builder(&b).redis(&redis.url()).start().await;
+    let app = b.app().redis(&redis.url()).start().await;
     let token = access_token(&app, ALICE).await;
     redis.kill();
     // Whether alice has 2FA cannot be known: no upgrade (503), no login (1013, try again).
@@ -527,7 +516,7 @@ async fn store_down_fails_closed_for_a_token_without_second_factor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_alone_does_not_close_and_api_ws_relays_too() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let token = access_token(&app, ALICE).await;
     // The nethcti-middleware profile's path reaches the same socket.io server.
     let mut c = SocketClient::connect(app.http_addr(), "/api/ws/?EIO=4&transport=websocket", &[])

@@ -19,8 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use support::app::TestApp;
-use support::nethcti_sim::NethctiSim;
-use support::nethcti_socket::NethctiSocket;
+use support::nethcti_socket::Backend;
 use support::process::{free_ports, local, repo_path};
 use support::proxy::{Ports, ProxyKind, spawn_proxy};
 
@@ -118,21 +117,8 @@ impl JsClient {
     }
 }
 
-struct Backend {
-    sim: NethctiSim,
-    socket: NethctiSocket,
-}
-
 async fn backend() -> Backend {
-    let sim = NethctiSim::start(&[ALICE, BOB], Duration::from_secs(3600)).await;
-    let socket = NethctiSocket::start(&sim).await;
-    Backend { sim, socket }
-}
-
-fn builder(b: &Backend) -> support::app::TestAppBuilder {
-    TestApp::builder()
-        .nethcti(&b.sim.url(), Duration::from_secs(2))
-        .nethcti_ws(&b.socket.ws_url())
+    Backend::start(&[ALICE, BOB]).await
 }
 
 async fn tokens(app: &TestApp, (user, password): (&str, &str)) -> Value {
@@ -195,7 +181,7 @@ async fn live_events_then_logout(app: &TestApp, b: &Backend, url: &str, query_to
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_client_gets_live_events_and_is_closed_by_logout() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let url = format!("http://{}", app.http_addr());
     live_events_then_logout(&app, &b, &url, false).await;
     // The token may come with the upgrade instead (here in the query).
@@ -205,7 +191,7 @@ async fn the_real_client_gets_live_events_and_is_closed_by_logout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_client_is_refused_every_bad_token() {
     let b = backend().await;
-    let app = builder(&b).start().await;
+    let app = b.app().start().await;
     let url = format!("http://{}", app.http_addr());
     let alice = tokens(&app, ALICE).await;
     let access = alice["access_token"].as_str().unwrap().to_owned();
@@ -262,7 +248,7 @@ async fn the_real_client_is_refused_every_bad_token() {
 /// The shipped proxy config `kind` in front of authgate (system clock) and the simulator.
 async fn through(kind: ProxyKind) {
     let b = backend().await;
-    let app = builder(&b).clock(Clock::system()).start().await;
+    let app = b.app().clock(Clock::system()).start().await;
     let dir = tempfile::tempdir().unwrap();
     let picked = free_ports(2);
     let ports = Ports {

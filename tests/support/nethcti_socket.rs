@@ -355,3 +355,25 @@ fn answer(
         _ => Vec::new(),
     }
 }
+
+/// The legacy simulator with its socket.io server, and an authgate builder pointed at both:
+/// what every relay test starts from.
+pub struct Backend {
+    pub sim: NethctiSim,
+    pub socket: NethctiSocket,
+}
+
+impl Backend {
+    pub async fn start(users: &[(&str, &str)]) -> Self {
+        let sim = NethctiSim::start(users, Duration::from_secs(3600)).await;
+        let socket = NethctiSocket::start(&sim).await;
+        Self { sim, socket }
+    }
+
+    /// A [`TestApp`](super::app::TestApp) builder with the nethcti backend and its relay.
+    pub fn app(&self) -> super::app::TestAppBuilder {
+        super::app::TestApp::builder()
+            .nethcti(&self.sim.url(), Duration::from_secs(2))
+            .nethcti_ws(&self.socket.ws_url())
+    }
+}
