@@ -3,6 +3,7 @@
 //! shipped configs in `envoy/` and `nginx/` with the test's ports, starting the stack, and the
 //! table of checks every proxy mode must pass.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -211,6 +212,15 @@ pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) 
             } else {
                 ("envoy-http.yaml", envoy_http_config(ports))
             };
+            // The access log goes to a file the test reads (stdout in the shipped config).
+            let text = render(
+                &text,
+                file,
+                &[(
+                    "path: /dev/stdout",
+                    format!("path: {}", access_log_path(kind, dir).display()),
+                )],
+            );
             let config = dir.join(file);
             std::fs::write(&config, text).expect("write envoy config");
             let mut command = Command::new(envoy_bin());
@@ -220,6 +230,9 @@ pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) 
                 "1",
                 "--log-level",
                 "warning",
+                // The access log reaches its file at once, not every 10 s.
+                "--file-flush-interval-msec",
+                "50",
             ]);
             let mut proxy = ChildProcess::spawn("envoy", command, dir.join("envoy.log"));
             proxy
@@ -247,6 +260,57 @@ pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) 
             proxy
         }
     }
+}
+
+/// Where the proxy started by [`spawn_proxy`] in `dir` writes its access log.
+pub fn access_log_path(kind: ProxyKind, dir: &std::path::Path) -> std::path::PathBuf {
+    match kind {
+        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => dir.join("envoy-access.log"),
+        // `access_log access.log` in nginx.conf, under the `-p` prefix.
+        ProxyKind::Nginx => dir.join("nginx").join("access.log"),
+    }
+}
+
+/// One access log line as `field -> value`: Envoy's JSON lines (null for metadata that was
+/// not set), nginx's `name="value"` pairs (empty when not set; both read as "").
+fn parse_access_line(kind: ProxyKind, line: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut fields = HashMap::new();
+    match kind {
+        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
+            let json: Value = serde_json::from_str(line)
+                .with_context(|| format!("access log line is not JSON: {line}"))?;
+            let object = json
+                .as_object()
+                .ok_or_else(|| anyhow!("access log line is not an object: {line}"))?;
+            for (k, v) in object {
+                let v = match v {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                fields.insert(k.clone(), v);
+            }
+        }
+        ProxyKind::Nginx => {
+            let mut rest = line;
+            while let Some(eq) = rest.find("=\"") {
+                let name = rest[..eq].rsplit(' ').next().unwrap_or_default().to_owned();
+                let after = &rest[eq + 2..];
+                let end = after
+                    .find('"')
+                    .ok_or_else(|| anyhow!("unterminated value in {line}"))?;
+                fields.insert(name, after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            let path = line
+                .split('"')
+                .nth(1)
+                .and_then(|request| request.split(' ').nth(1))
+                .unwrap_or_default();
+            fields.insert("path".to_owned(), path.to_owned());
+        }
+    }
+    Ok(fields)
 }
 
 impl Stack {
@@ -363,6 +427,7 @@ impl Stack {
             Check::UnderscoreIdentity => self.check_underscore_identity().await,
             Check::UnemittableIdentity => self.check_unemittable_identity().await,
             Check::ServiceTokens => self.check_service_tokens().await,
+            Check::AccessLog => self.check_access_log().await,
             Check::FailClosedWithoutAuthgate => self.check_fail_closed().await,
         }
     }
@@ -551,6 +616,99 @@ impl Stack {
             !seen.headers.contains_key("authorization"),
             "{what}: the client's Authorization reached upstream: {:?}",
             seen.headers.get("authorization")
+        );
+        Ok(())
+    }
+
+    /// The access log line of the one request to `path`, once the proxy has written it.
+    async fn access_log_entry(&self, path: &str) -> anyhow::Result<HashMap<String, String>> {
+        let file = access_log_path(self.kind, self.dir.path());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut found = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let fields = parse_access_line(self.kind, line)?;
+                if fields.get("path").map(String::as_str) == Some(path) {
+                    found.push(fields);
+                }
+            }
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                0 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                n => {
+                    return Err(anyhow!(
+                        "expected one access log line for {path}, found {n} in {}:\n{text}",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The proxy's access log says who was let in (user, session, amr from authgate's
+    /// answer) and why a request was refused (the denial's reason), and never holds a token.
+    async fn check_access_log(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let sid = Self::sid_of(&tokens.access);
+        let run = sid.chars().take(8).collect::<String>();
+        let bearer = format!("Bearer {}", tokens.access);
+
+        let allowed = format!("/api/log-allowed-{run}");
+        let resp = self.get(&allowed, &[("Authorization", &bearer)]).await?;
+        ensure!(resp.status == 200, "allowed request: {}", resp.describe());
+        let no_token = format!("/api/log-no-token-{run}");
+        let resp = self.get(&no_token, &[]).await?;
+        ensure!(
+            resp.status == 401,
+            "request without token: {}",
+            resp.describe()
+        );
+        // Revoked, with the token in the query: the reason is logged, the token is not.
+        let logout = request(
+            self.authgate.http_addr(),
+            "POST",
+            "/auth/logout",
+            &[("Authorization", &bearer)],
+            Some(b""),
+        )
+        .await?;
+        ensure!(logout.status == 204, "logout: {}", logout.describe());
+        let revoked = format!("/api/log-revoked-{run}");
+        let resp = self
+            .get(&format!("{revoked}?access_token={}", tokens.access), &[])
+            .await?;
+        ensure!(resp.status == 401, "revoked token: {}", resp.describe());
+
+        let entry = self.access_log_entry(&allowed).await?;
+        for (field, expected) in [
+            ("user", USER),
+            ("session", sid.as_str()),
+            ("amr", "pwd"),
+            ("reason", ""),
+        ] {
+            ensure!(
+                entry.get(field).map(String::as_str) == Some(expected),
+                "allowed request: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
+                entry.get(field)
+            );
+        }
+        for (path, reason) in [(&no_token, "no_token"), (&revoked, "revoked")] {
+            let entry = self.access_log_entry(path).await?;
+            for (field, expected) in [("reason", reason), ("user", ""), ("amr", "")] {
+                ensure!(
+                    entry.get(field).map(String::as_str) == Some(expected),
+                    "{path}: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
+                    entry.get(field)
+                );
+            }
+        }
+        let text = std::fs::read_to_string(access_log_path(self.kind, self.dir.path()))?;
+        ensure!(
+            !text.contains(&tokens.access) && !text.contains(&tokens.access[..40]),
+            "the access log holds the access token"
         );
         Ok(())
     }
@@ -1108,6 +1266,7 @@ pub enum Check {
     UnderscoreIdentity,
     UnemittableIdentity,
     ServiceTokens,
+    AccessLog,
     /// Stops authgate: must come last.
     FailClosedWithoutAuthgate,
 }
@@ -1128,6 +1287,7 @@ impl Check {
         Check::UnderscoreIdentity,
         Check::UnemittableIdentity,
         Check::ServiceTokens,
+        Check::AccessLog,
         Check::FailClosedWithoutAuthgate,
     ];
 }
