@@ -49,10 +49,11 @@ pub async fn dial(relay: &Relay, query: &str, client: IpAddr) -> Result<Upstream
     if let Ok(v) = http::HeaderValue::from_str(&client.to_string()) {
         request.headers_mut().insert("x-forwarded-for", v);
     }
-    let connect = tokio_tungstenite::connect_async_with_config(
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
         request,
         Some(ws_config(relay.limits.max_frame_bytes)),
         true,
+        relay.tls.clone().map(tokio_tungstenite::Connector::Rustls),
     );
     match timeout(relay.dial_timeout, connect).await {
         Ok(Ok((stream, _))) => Ok(Upstream(stream)),

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use authgate::clock::Clock;
 use authgate::config::{
-    Access, BackendConfig, Config, FileBackendConfig, RedisUrl, RemoteBackendConfig, Route,
+    Access, BackendConfig, Config, FileBackendConfig, RedisConfig, RemoteBackendConfig, Route,
     StoreKind,
 };
 use authgate::server::{Running, start_with_clock};
@@ -180,7 +180,7 @@ impl TestApp {
             config,
             clock,
             running: Some(running),
-            http: reqwest::Client::new(),
+            http: super::http_client(),
             base,
         }
     }
@@ -294,6 +294,7 @@ fn nethcti_backend(config: &mut Config, url: &str, timeout: Duration) {
         url: url.to_owned(),
         timeout,
         ws_url: None,
+        ca_file: None,
     });
 }
 
@@ -303,9 +304,7 @@ fn embedded_store(config: &mut Config, path: PathBuf) {
 }
 
 fn redis_store(config: &mut Config, url: &str) {
-    config.store.kind = StoreKind::Redis {
-        url: RedisUrl::new(url),
-    };
+    config.store.kind = StoreKind::Redis(RedisConfig::new(url));
 }
 
 fn store_path(config: &Config) -> &Path {
