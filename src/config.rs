@@ -34,6 +34,35 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[admin]`: the operator control API (`authgate admin ...`).
     pub admin: AdminConfig,
+    /// `[telemetry]`: OpenTelemetry traces (builds with the cargo feature `otel`).
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces exported over OTLP/gRPC, each span the child of the proxy's span
+/// named by the request's `traceparent` (see `authgate::telemetry`). Off without `endpoint`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317` (an OpenTelemetry Collector
+    /// sidecar). Absent (the default): no tracing, and the check pays one branch. Needs a build
+    /// with the cargo feature `otel`: other builds refuse the key.
+    pub endpoint: Option<String>,
+    /// Share of checks traced, from 0.0 to 1.0, decided on the trace id; a check whose proxy
+    /// did not sample its trace (`traceparent` flags 00) is never traced. Login API requests
+    /// are traced whenever their trace is sampled. Default 0.01.
+    pub check_sample_ratio: f64,
+    /// `service.name` of the spans. Default `authgate`.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            check_sample_ratio: 0.01,
+            service_name: "authgate".into(),
+        }
+    }
 }
 
 /// `[relay]`: the WebSocket relay at `/socket.io/` (and `/api/ws/`) to `backend.ws_url`.
@@ -1015,6 +1044,35 @@ impl Config {
                 ));
             }
         }
+        let t = &self.telemetry;
+        if let Some(endpoint) = t.endpoint.as_deref().filter(|e| !e.is_empty()) {
+            if !cfg!(feature = "otel") {
+                return Err(ConfigError::invalid(
+                    "telemetry.endpoint",
+                    "this build has no OpenTelemetry support (cargo feature `otel`)",
+                ));
+            }
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| ConfigError::invalid("telemetry.endpoint", format!("{e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(ConfigError::invalid(
+                    "telemetry.endpoint",
+                    "expected http://host:port (OTLP over gRPC)",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&t.check_sample_ratio) {
+            return Err(ConfigError::invalid(
+                "telemetry.check_sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if t.service_name.is_empty() {
+            return Err(ConfigError::invalid(
+                "telemetry.service_name",
+                "must not be empty",
+            ));
+        }
         if self.admin.max_token_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "admin.max_token_ttl",
@@ -1438,6 +1496,12 @@ cookie = "authgate_access"
             ("[relay]\nmax_frame_bytes = 10", "relay.max_frame_bytes"),
             ("[relay]\nlogin_timeout = \"0s\"", "relay.login_timeout"),
             (
+                "[telemetry]\ncheck_sample_ratio = 1.5",
+                "telemetry.check_sample_ratio",
+            ),
+            ("[telemetry]\nendpoint = \"nowhere\"", "telemetry.endpoint"),
+            ("[telemetry]\nservice_name = \"\"", "telemetry.service_name"),
+            (
                 "[listen]\ngrpc = \"127.0.0.1:8080\"\nhttp = \"127.0.0.1:8080\"",
                 "listen.grpc",
             ),
@@ -1499,11 +1563,33 @@ cookie = "authgate_access"
         // Every key is written out, not left to its default.
         let table: toml::Table = block.parse().unwrap();
         for section in [
-            "listen", "backend", "tokens", "store", "totp", "lockout", "policy", "relay",
+            "listen",
+            "backend",
+            "tokens",
+            "store",
+            "totp",
+            "lockout",
+            "policy",
+            "relay",
+            "telemetry",
         ] {
             assert!(
                 table.contains_key(section),
                 "README block lacks [{section}]"
+            );
+        }
+    }
+
+    /// A build without the `otel` feature refuses an endpoint it could not honour.
+    #[test]
+    fn a_telemetry_endpoint_needs_the_otel_feature() {
+        let result = Config::from_toml_str("[telemetry]\nendpoint = \"http://127.0.0.1:4317\"\n");
+        if cfg!(feature = "otel") {
+            assert!(result.is_ok(), "{result:?}");
+        } else {
+            assert_eq!(
+                bad_key("[telemetry]\nendpoint = \"http://127.0.0.1:4317\"\n"),
+                "telemetry.endpoint"
             );
         }
     }

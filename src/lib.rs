@@ -23,6 +23,7 @@ pub mod relay;
 pub mod revocation;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod web;

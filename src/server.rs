@@ -110,6 +110,11 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         store_state,
         trusted_proxies: config.listen.trusted_proxies.clone(),
         relay,
+        telemetry: Arc::new(
+            crate::telemetry::Telemetry::from_config(&config.telemetry)
+                .map_err(anyhow::Error::msg)
+                .context("setting up telemetry")?,
+        ),
     });
     if first_load.is_ok() {
         state.ready.revocations_loaded().await;
@@ -180,7 +185,11 @@ impl App {
             }
         };
 
-        let authz = AuthzService::new(state.checker.clone(), state.metrics.clone());
+        let authz = AuthzService::new(
+            state.checker.clone(),
+            state.metrics.clone(),
+            state.telemetry.clone(),
+        );
         let health = state.ready.health_service();
         let limits = Limits::new(&self.listen);
         let incoming = listener::capped(grpc_listener, limits.max_connections);
@@ -311,6 +320,11 @@ impl Running {
         let all = futures_util::future::join(futures_join(self.servers), sockets);
         if tokio::time::timeout(self.drain_grace, all).await.is_err() {
             tracing::warn!(grace = ?self.drain_grace, "drain grace period over; closing remaining connections");
+        }
+        // The last spans, off the async workers (the export itself runs on the runtime).
+        if self.state.telemetry.enabled() {
+            let telemetry = self.state.telemetry.clone();
+            let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
         }
     }
 

@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 
 use crate::decision::{self, Decision, Denial};
 use crate::metrics::{Metrics, Transport};
+use crate::telemetry::Telemetry;
 
 pub use request::{CheckCall, WireError};
 
@@ -283,11 +284,20 @@ fn denied(denial: Denial) -> CheckResponse {
 pub struct AuthzService {
     checker: Arc<decision::Checker>,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl AuthzService {
-    pub fn new(checker: Arc<decision::Checker>, metrics: Arc<Metrics>) -> Self {
-        Self { checker, metrics }
+    pub fn new(
+        checker: Arc<decision::Checker>,
+        metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Self {
+            checker,
+            metrics,
+            telemetry,
+        }
     }
 
     /// Decides one call.
@@ -299,6 +309,8 @@ impl AuthzService {
                 "CheckRequest without attributes.request.http",
             ));
         }
+        // One branch when tracing is off.
+        let span = self.telemetry.check(call);
         let decision = self.checker.check(&decision::Request {
             method: call.method(),
             path: call.path(),
@@ -306,6 +318,9 @@ impl AuthzService {
         });
         self.metrics
             .record_check(Transport::Grpc, &decision, started.elapsed());
+        if let Some(span) = span {
+            span.finish("grpc", &decision);
+        }
         Ok(check_response(decision))
     }
 }

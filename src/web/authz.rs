@@ -83,6 +83,7 @@ async fn authz(State(state): State<Arc<AppState>>, request: Request) -> Response
             original("x-original-uri").unwrap_or("/"),
         )
     };
+    let span = state.telemetry.check(headers);
     let decision = state.checker.check(&decision::Request {
         method,
         path,
@@ -91,6 +92,9 @@ async fn authz(State(state): State<Arc<AppState>>, request: Request) -> Response
     state
         .metrics
         .record_check(Transport::Http, &decision, started.elapsed());
+    if let Some(span) = span {
+        span.finish("http", &decision);
+    }
     authz_response(decision)
 }
 

@@ -43,12 +43,18 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpAddr>,
     /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// Traces (`[telemetry]`); off unless configured.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
     // The check answers only 200/401/403 (oversized credentials are a 401 there), so the
     // header bound applies to the API alone.
     let api = login_api::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            trace_request,
+        ))
         .merge(socket::routes())
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
@@ -60,6 +66,26 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(limit_headers));
     // No layer on the check: each one costs an extension insert or a boxed future per request.
     authz::routes().merge(api).with_state(state)
+}
+
+/// A span per login API request when tracing is on, named by the route (`POST /auth/login`),
+/// the child of the proxy's span named in `traceparent`.
+async fn trace_request(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !state.telemetry.enabled() {
+        return next.run(request).await;
+    }
+    // The login API's routes are fixed paths (no parameters): the path is the route.
+    let name = format!("{} {}", request.method(), request.uri().path());
+    let span = state.telemetry.request(name, request.headers());
+    let response = next.run(request).await;
+    if let Some(span) = span {
+        span.finish(response.status().as_u16());
+    }
+    response
 }
 
 /// Largest total of request header names and values the API reads.
