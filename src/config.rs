@@ -896,7 +896,7 @@ impl Config {
         }
         match &self.backend {
             BackendConfig::Nethcti(remote) | BackendConfig::Http(remote) => {
-                backend_url(self.backend.kind(), &remote.url)
+                let url = backend_url(self.backend.kind(), &remote.url)
                     .map_err(|m| ConfigError::invalid("backend.url", m))?;
                 if remote.timeout.is_zero() {
                     return Err(ConfigError::invalid(
@@ -908,11 +908,7 @@ impl Config {
                     // A derived URL fails only with `backend.url`, already refused above.
                     ConfigError::invalid("backend.ws_url", m)
                 })?;
-                let tls = remote
-                    .url
-                    .get(..8)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-                    || ws.scheme() == "wss";
+                let tls = url.scheme() == "https" || ws.scheme() == "wss";
                 if remote.ca_file.is_some() && !tls {
                     return Err(ConfigError::invalid(
                         "backend.ca_file",

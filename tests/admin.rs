@@ -84,7 +84,10 @@ impl Server {
         let base = format!("http://{http}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            if let Ok(r) = support::http_client()
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
                 && r.status() == 200
             {
                 break;

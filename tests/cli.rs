@@ -397,7 +397,7 @@ fn wait_ready(url: &str, within: Duration) -> bool {
     rt.block_on(async {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(url).await
+            if let Ok(r) = support::http_client().get(url).send().await
                 && r.status() == 200
             {
                 return true;

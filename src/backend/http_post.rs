@@ -44,7 +44,10 @@ pub(super) fn build_client(
     }
     let tls = crate::tls::client_config(ca_file, &[b"http/1.1"])
         .map_err(|e| BackendError::Unavailable(format!("backend.ca_file: {e}")))?;
-    reqwest::Client::builder()
+    // Not the disallowed default: the TLS config (and its provider) is given right here.
+    #[allow(clippy::disallowed_methods)]
+    let builder = reqwest::Client::builder();
+    builder
         .use_preconfigured_tls(tls)
         .timeout(timeout)
         .connect_timeout(timeout)

@@ -44,6 +44,7 @@ pub mod totp;
 /// own (one provider, aws-lc-rs: see `src/tls.rs`), so one is installed before any client is.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     authgate::tls::install_default_provider();
+    #[allow(clippy::disallowed_methods)]
     reqwest::Client::builder()
 }
 
