@@ -929,8 +929,12 @@ impl CompatConfig {
         let well_formed = p.len() > 1
             && p.starts_with('/')
             && !p.ends_with('/')
-            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
-            && !p.split('/').skip(1).any(|s| s.is_empty() || s == "." || s == "..");
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+            && !p
+                .split('/')
+                .skip(1)
+                .any(|s| s.is_empty() || s == "." || s == "..");
         if !well_formed {
             return Err(ConfigError::invalid(
                 "compat.prefix",

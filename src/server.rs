@@ -113,7 +113,10 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         store_state,
         trusted_proxies: config.listen.trusted_proxies.clone(),
         relay,
-        nethcti: config.compat.nethcti_middleware.then(|| config.compat.clone()),
+        nethcti: config
+            .compat
+            .nethcti_middleware
+            .then(|| config.compat.clone()),
     });
     if first_load.is_ok() {
         state.ready.revocations_loaded().await;

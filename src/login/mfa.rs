@@ -105,7 +105,11 @@ fn with_digests(user: &str, codes: Vec<String>) -> (Vec<String>, Vec<String>) {
 /// shows: `otpauth://totp/<issuer>:<user>?algorithm=SHA1&digits=6&period=30&secret=<B32>`.
 pub fn otpauth_url(issuer: &str, user: &str, secret_b32: &SecretString) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const LABEL: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    const LABEL: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     format!(
         "otpauth://totp/{}:{}?algorithm=SHA1&digits=6&period={STEP}&secret={}",
         utf8_percent_encode(issuer, LABEL),

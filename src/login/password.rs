@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::lockout::{self, Attempt};
+use super::session::{ClientToken, Issue, SingleToken};
 use super::{LoginError, LoginOutcome, LoginService, MAX_PASSWORD, MAX_USERNAME, MFA_TOKEN_TTL};
 use super::{check_len, usable_user_name};
 use crate::backend::Verdict;
 use crate::events::{LoginFailure, SecurityEvent};
 use crate::metrics::{LoginResult, LoginStep};
-use super::session::{ClientToken, Issue, SingleToken};
 use crate::token::Kind;
 
 /// How often a login decides again after a user-wide revocation overtook it.

@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::mfa::{self, MfaRecord};
 use super::session::{ClientToken, Issue};
 use super::{
-    Issued, LoginError, LoginOutcome, LoginService, MAX_PASSWORD, Redacted, SingleToken,
-    check_len, json,
+    Issued, LoginError, LoginOutcome, LoginService, MAX_PASSWORD, Redacted, SingleToken, check_len,
+    json,
 };
 use crate::backend::Verdict;
 use crate::events::{RevokeReason, SecurityEvent};

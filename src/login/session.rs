@@ -190,7 +190,8 @@ impl LoginService {
                 (Issued::Pair(pair), jti, now + self.refresh_ttl, None)
             }
             Issue::Single(spec) => {
-                let single = self.mint_client_token(Kind::Access, user, sid, amr, credential, spec)?;
+                let single =
+                    self.mint_client_token(Kind::Access, user, sid, amr, credential, spec)?;
                 let exp = single.exp;
                 (Issued::Single(single), String::new(), exp, spec.device)
             }

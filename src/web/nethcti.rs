@@ -76,7 +76,12 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
 
 /// The bearer token of a request (header only, as the client sends it).
 fn bearer(headers: &HeaderMap) -> Result<String, NethctiError> {
-    if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
         return Err(Denial::Malformed.into());
     }
     match credentials::find_token(&Sources::HEADER_ONLY, headers, "") {
@@ -301,10 +306,7 @@ async fn device_token_new(
 ) -> Result<Response, NethctiError> {
     let device = device(&audience)?;
     let verified = caller(&state, &headers)?;
-    let token = state
-        .login
-        .device_token(&verified, device, client)
-        .await?;
+    let token = state.login.device_token(&verified, device, client).await?;
     Ok(ok(json!({ "token": token.token.expose() })))
 }
 
