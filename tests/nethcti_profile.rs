@@ -3,6 +3,7 @@
 //! do better than the middleware (the OTP user is the token's, passwords guard recovery codes
 //! and disabling, device tokens are revocable, a pre-OTP token opens nothing else).
 //! Through the shipped Envoy and nginx configs: tests/nethvoice.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
