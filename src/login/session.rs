@@ -376,13 +376,9 @@ impl LoginService {
         let session: Session = parse(&raw)?;
         if session.refresh_jti != *t.jti {
             // Rotated already: by this same token moments ago, or it is reuse.
-            if let Some(pair) = self
-                .rotated_pair(&t.sid, &t.jti, Some(&session.refresh_jti))
-                .await?
-            {
-                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
-            }
-            return Err(self.reuse(&t.sid, &t.sub, client).await);
+            return self
+                .rotated_or_reuse(&t, Some(&session.refresh_jti), client)
+                .await;
         }
         let credential = session
             .cred
@@ -397,10 +393,7 @@ impl LoginService {
         let (pair, new_jti) = self.issue(&session.user, &t.sid, &amr, credential.as_ref())?;
         if self.refresh_grace > 0 && !self.claim_rotation(&t.sid, &t.jti, &new_jti, &pair).await? {
             // A concurrent refresh of the same token rotates it: hand out its pair.
-            if let Some(pair) = self.rotated_pair(&t.sid, &t.jti, None).await? {
-                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
-            }
-            return Err(self.reuse(&t.sid, &t.sub, client).await);
+            return self.rotated_or_reuse(&t, None, client).await;
         }
         let next = Session {
             refresh_jti: new_jti,
@@ -426,6 +419,20 @@ impl LoginService {
         self.extend_listing(&session.user, &t.sid, next.expires_at)
             .await?;
         Ok(self.refreshed(pair, &t.sub, &t.sid, client))
+    }
+
+    /// A refresh token that was rotated already: the pair its rotation handed out while the
+    /// grace lasts (see [`Self::rotated_pair`] for `current`), else reuse, which revokes.
+    async fn rotated_or_reuse(
+        &self,
+        t: &Verified,
+        current: Option<&str>,
+        client: IpAddr,
+    ) -> Result<TokenPair, LoginError> {
+        match self.rotated_pair(&t.sid, &t.jti, current).await? {
+            Some(pair) => Ok(self.refreshed(pair, &t.sub, &t.sid, client)),
+            None => Err(self.reuse(&t.sid, &t.sub, client).await),
+        }
     }
 
     fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: IpAddr) -> TokenPair {
