@@ -79,8 +79,13 @@ pub async fn spawn(kind: ProxyKind, ports: &Ports, dir: &Path) -> ChildProcess {
 
 /// `deploy/nethvoice/authgate.toml` as authgate loads it, with only what a test must move
 /// overridden the way an operator would (`AUTHGATE_*`): listeners on port 0, the simulator's
-/// REST and socket.io addresses, the store under `data`.
-pub fn shipped_authgate_config(sim_url: &str, ws_url: &str, data: &Path) -> anyhow::Result<Config> {
+/// REST and socket.io addresses, the store under `data`; then `extra` overrides.
+pub fn shipped_authgate_config(
+    sim_url: &str,
+    ws_url: &str,
+    data: &Path,
+    extra: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Config> {
     let path = repo_path("deploy/nethvoice/authgate.toml");
     let env = [
         ("AUTHGATE_LISTEN__GRPC", "127.0.0.1:0".to_owned()),
@@ -89,8 +94,8 @@ pub fn shipped_authgate_config(sim_url: &str, ws_url: &str, data: &Path) -> anyh
         ("AUTHGATE_BACKEND__WS_URL", ws_url.to_owned()),
         ("AUTHGATE_STORE__PATH", data.to_string_lossy().into_owned()),
     ];
-    Config::load(Some(&path), env.into_iter().map(|(k, v)| (k.to_owned(), v)))
-        .map_err(|e| anyhow!("deploy/nethvoice/authgate.toml: {e}"))
+    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).chain(extra);
+    Config::load(Some(&path), env).map_err(|e| anyhow!("deploy/nethvoice/authgate.toml: {e}"))
 }
 
 /// The payload of a JWT, as the NethVoice client decodes it (no signature check).
@@ -237,4 +242,56 @@ impl NvStack {
         self.proxy.stop();
         self.app.shutdown().await;
     }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time (`2026-01-02T03:04:05Z`, optional
+/// fraction, `Z` or `±hh:mm`), as the NethVoice client reads `expire`.
+pub fn rfc3339_unix(text: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow!("not an RFC 3339 time: {text:?}");
+    let num = |range: std::ops::Range<usize>| -> anyhow::Result<i64> {
+        text.get(range)
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
+    };
+    let b = text.as_bytes();
+    ensure!(
+        b.len() >= 20
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && matches!(b[10], b'T' | b't')
+            && b[13] == b':'
+            && b[16] == b':',
+        bad()
+    );
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        ensure!(digits > 0, bad());
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return Err(bad()),
+            };
+            ensure!(rest.len() == 6 && rest.as_bytes()[3] == b':', bad());
+            let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
+            let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar.
+    let (yy, mm_) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm_ + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
 }
