@@ -213,6 +213,25 @@ async fn check_api_needs_a_token(s: &NvStack) -> anyhow::Result<()> {
     s.expect_nothing_upstream("requests without a good token", before)
 }
 
+/// nethcti-server's own refusal reaches the client as it is: the proxy does not take it for
+/// a denial of the check.
+async fn check_backend_refusal_passes(s: &NvStack) -> anyhow::Result<()> {
+    let jwt = access_token(s, BOB).await?;
+    let refusal = r#"{"message":"not allowed by nethcti-server"}"#;
+    s.backend.sim.set_me_answer(Some((401, refusal.to_owned())));
+    let before = s.upstream_count();
+    let resp = s.send("GET", "/api/user/me", Some(&jwt), None).await;
+    s.backend.sim.set_me_answer(None);
+    let resp = resp?;
+    ensure!(
+        resp.status == 401 && resp.header("www-authenticate").is_none() && resp.text() == refusal,
+        "nethcti-server's 401: {}",
+        resp.describe()
+    );
+    let seen = s.expect_one_upstream("nethcti-server's 401", before)?;
+    expect_legacy_credential("nethcti-server's 401", &seen, BOB.0)
+}
+
 async fn check_static_is_public(s: &NvStack) -> anyhow::Result<()> {
     let jwt = access_token(s, ALICE).await?;
     for (what, headers) in [
@@ -441,6 +460,8 @@ async fn routing(kind: ProxyKind) {
     );
     let outcome = check_api_needs_a_token(&s).await;
     s.record("/api/... without a good token: authgate's 401", outcome);
+    let outcome = check_backend_refusal_passes(&s).await;
+    s.record("nethcti-server's own 401 passes as it is", outcome);
     let outcome = check_static_is_public(&s).await;
     s.record("/api/static/ public, credentials taken off", outcome);
     let outcome = check_backend_login_closed(&s).await;
