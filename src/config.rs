@@ -34,6 +34,52 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[admin]`: the operator control API (`authgate admin ...`).
     pub admin: AdminConfig,
+    /// `[compat]`: profiles that serve another product's API shape (SPEC 2.7).
+    pub compat: CompatConfig,
+}
+
+/// `[compat]`: the nethcti-middleware profile, so the NethVoice CTI client (nethvoice-cti,
+/// phone-island) works through authgate unchanged. Off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// Serve nethcti-middleware's API under `prefix` on the HTTP listener (`/api/login`,
+    /// `/api/logout`, `/api/2fa/*`, `/api/tokens/persistent/*`), give check denials under
+    /// `prefix` its error body, keep `prefix/static/` public and `prefix/authentication/`
+    /// closed. Default `false`.
+    pub nethcti_middleware: bool,
+    /// Where the client's API lives: starts with `/`, no trailing `/`. Default `/api`.
+    pub prefix: String,
+    /// Life of the token `/api/login` and `/api/2fa/verify-otp` hand out (the client has no
+    /// refresh; revocation still bites at once). Between 1m and 90d. Default `14d`.
+    #[serde(deserialize_with = "duration")]
+    pub token_ttl: Duration,
+    /// Life of a persistent device token (`/api/tokens/persistent/{audience}`). Between 1h and
+    /// 3650d. Default `365d`.
+    #[serde(deserialize_with = "duration")]
+    pub device_token_ttl: Duration,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        Self {
+            nethcti_middleware: false,
+            prefix: "/api".to_owned(),
+            token_ttl: Duration::from_secs(14 * 24 * 3600),
+            device_token_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// The devices that may hold a persistent token in the nethcti-middleware profile; each is
+/// also that token's `aud`.
+pub const DEVICE_AUDIENCES: [&str; 3] = ["phone-island", "mobile-app", "nethlink"];
+
+impl CompatConfig {
+    /// The prefix the profile serves under, when it is on.
+    pub fn middleware_prefix(&self) -> Option<&str> {
+        self.nethcti_middleware.then_some(self.prefix.as_str())
+    }
 }
 
 /// `[relay]`: the WebSocket relay at `/socket.io/` (and `/api/ws/`) to `backend.ws_url`.
@@ -871,6 +917,47 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin.max_token_ttl",
                 "must be at least 1s",
+            ));
+        }
+        self.compat.validate()
+    }
+}
+
+impl CompatConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.prefix;
+        let well_formed = p.len() > 1
+            && p.starts_with('/')
+            && !p.ends_with('/')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+            && !p
+                .split('/')
+                .skip(1)
+                .any(|s| s.is_empty() || s == "." || s == "..");
+        if !well_formed {
+            return Err(ConfigError::invalid(
+                "compat.prefix",
+                "must be a path like /api: starts with /, no trailing /, no empty or dot segments",
+            ));
+        }
+        if p == "/auth" || p == "/authz" || p == "/socket.io" || p == "/.well-known" {
+            return Err(ConfigError::invalid(
+                "compat.prefix",
+                "must not be one of authgate's own paths",
+            ));
+        }
+        let day = 24 * 3600;
+        if !(60..=90 * day).contains(&self.token_ttl.as_secs()) {
+            return Err(ConfigError::invalid(
+                "compat.token_ttl",
+                "must be between 1m and 90d",
+            ));
+        }
+        if !(3600..=3650 * day).contains(&self.device_token_ttl.as_secs()) {
+            return Err(ConfigError::invalid(
+                "compat.device_token_ttl",
+                "must be between 1h and 3650d",
             ));
         }
         Ok(())

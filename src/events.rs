@@ -110,6 +110,13 @@ pub enum SecurityEvent<'a> {
     },
     /// An operator started a new signing key `kid`.
     AdminRotateKeys { channel: &'a str, kid: &'a str },
+    /// A persistent device token for `device` opened session `sid` (SPEC 2.7).
+    DeviceToken {
+        user: &'a str,
+        client: IpAddr,
+        sid: &'a str,
+        device: &'a str,
+    },
 }
 
 /// Why a login attempt failed (the `reason` field of `login_failure`).
@@ -150,6 +157,8 @@ pub enum RevokeReason {
     Admin,
     /// `authgate admin lockdown on --revoke-all`.
     Lockdown,
+    /// A new device token for the same device replaced this one.
+    Replaced,
 }
 
 impl RevokeReason {
@@ -162,6 +171,7 @@ impl RevokeReason {
             Self::TwoFactorDisabled => "2fa_disabled",
             Self::Admin => "admin",
             Self::Lockdown => "lockdown",
+            Self::Replaced => "replaced",
         }
     }
 }
@@ -203,11 +213,12 @@ pub enum EventKind {
     AdminLockdown,
     AdminTokenMinted,
     AdminRotateKeys,
+    DeviceToken,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (so `ALL[k as usize] == k`).
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         Self::LoginSuccess,
         Self::LoginFailure,
         Self::MfaSuccess,
@@ -224,6 +235,7 @@ impl EventKind {
         Self::AdminLockdown,
         Self::AdminTokenMinted,
         Self::AdminRotateKeys,
+        Self::DeviceToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -244,6 +256,7 @@ impl EventKind {
             Self::AdminLockdown => "admin_lockdown",
             Self::AdminTokenMinted => "admin_token_minted",
             Self::AdminRotateKeys => "admin_rotate_keys",
+            Self::DeviceToken => "device_token",
         }
     }
 }
@@ -275,6 +288,7 @@ impl SecurityEvent<'_> {
             Self::AdminLockdown { .. } => EventKind::AdminLockdown,
             Self::AdminTokenMinted { .. } => EventKind::AdminTokenMinted,
             Self::AdminRotateKeys { .. } => EventKind::AdminRotateKeys,
+            Self::DeviceToken { .. } => EventKind::DeviceToken,
         }
     }
 
@@ -373,6 +387,14 @@ impl SecurityEvent<'_> {
             Self::AdminRotateKeys { channel, kid } => {
                 tracing::warn!(target: "security", event, channel, kid);
             }
+            Self::DeviceToken {
+                user,
+                client,
+                sid,
+                device,
+            } => {
+                tracing::info!(target: "security", event, user = %LogName(user), client = %client, sid, device);
+            }
         }
     }
 }
@@ -412,6 +434,7 @@ mod tests {
                 "admin_lockdown",
                 "admin_token_minted",
                 "admin_rotate_keys",
+                "device_token",
             ]
         );
     }
@@ -559,6 +582,17 @@ mod tests {
             (
                 SecurityEvent::RecoveryCodeUsed { user, client, sid },
                 session("WARN", "recovery_code_used"),
+            ),
+            (
+                SecurityEvent::DeviceToken {
+                    user,
+                    client,
+                    sid,
+                    device: "phone-island",
+                },
+                json!({"level": "INFO", "event": "device_token", "user": user,
+                       "client": "192.0.2.7", "sid": sid, "device": "phone-island",
+                       "target": "security"}),
             ),
         ];
         for (event, expected) in cases {

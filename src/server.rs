@@ -67,9 +67,13 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
     let (sync_state, store_state) = watch::channel(SyncState::after_first_load(first_load.is_ok()));
     let metrics = Arc::new(Metrics::new());
     let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
+    let mut policy = Policy::new(&config.policy).deny_first(backend.own_login_routes());
+    if let Some(prefix) = config.compat.middleware_prefix() {
+        policy = policy.with_nethcti_profile(prefix);
+    }
     let checker = Arc::new(Checker {
         tokens: tokens.clone(),
-        policy: Policy::new(&config.policy).deny_first(backend.own_login_routes()),
+        policy,
         revocations: revocations.clone(),
     });
     let login = Arc::new(LoginService::new(
@@ -109,6 +113,10 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
         store_state,
         trusted_proxies: config.listen.trusted_proxies.clone(),
         relay,
+        nethcti: config
+            .compat
+            .nethcti_middleware
+            .then(|| config.compat.clone()),
     });
     if first_load.is_ok() {
         state.ready.revocations_loaded().await;

@@ -1125,7 +1125,7 @@ fuzz_target!(|input: Input| {
         }
     };
 
-    let response = authgate::grpc::check_response(decision);
+    let response = authgate::grpc::check_response(decision, authgate::decision::Dialect::OAuth);
     let code = response.status.as_ref().map(|s| s.code);
     match (summary, response.http_response) {
         (Ok(()), Some(HttpResponse::OkResponse(_))) => assert_eq!(code, Some(0)),

@@ -26,7 +26,7 @@ use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use crate::decision::{self, Decision, Denial};
+use crate::decision::{self, Decision, DenialResponse, Dialect};
 use crate::metrics::{Metrics, Transport};
 
 pub use request::{CheckCall, WireError};
@@ -52,8 +52,8 @@ fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOp
     }
 }
 
-/// Builds Envoy's answer for a decision.
-pub fn check_response(decision: Decision) -> CheckResponse {
+/// Builds Envoy's answer for a decision; a denial speaks `dialect` (its route's).
+pub fn check_response(decision: Decision, dialect: Dialect) -> CheckResponse {
     match decision {
         Decision::Allow(allow) => CheckResponse {
             status: Some(rpc::Status {
@@ -76,12 +76,12 @@ pub fn check_response(decision: Decision) -> CheckResponse {
             })),
             ..Default::default()
         },
-        Decision::Deny(denial) => denied(denial),
+        Decision::Deny(denial) => denied(denial.response(dialect)),
     }
 }
 
-fn denied(denial: Denial) -> CheckResponse {
-    let status = denial.status();
+fn denied(denial: DenialResponse) -> CheckResponse {
+    let status = denial.status;
     CheckResponse {
         status: Some(rpc::Status {
             code: if status == 401 {
@@ -96,13 +96,13 @@ fn denied(denial: Denial) -> CheckResponse {
                 code: i32::from(status),
             }),
             headers: denial
-                .www_authenticate()
+                .www_authenticate
                 .map(|v| ("www-authenticate", v))
                 .into_iter()
                 .chain([("content-type", "application/json".to_owned())])
                 .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
                 .collect(),
-            body: denial.json_body(),
+            body: denial.body,
         })),
         ..Default::default()
     }
@@ -136,7 +136,11 @@ impl AuthzService {
         });
         self.metrics
             .record_check(Transport::Grpc, &decision, started.elapsed());
-        Ok(check_response(decision))
+        let dialect = match &decision {
+            Decision::Deny(_) => self.checker.dialect(call.path()),
+            Decision::Allow(_) => Dialect::OAuth,
+        };
+        Ok(check_response(decision, dialect))
     }
 }
 

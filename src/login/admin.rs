@@ -159,12 +159,9 @@ impl LoginService {
         if self.revocations.is_revoked(sid) {
             return Ok(false);
         }
-        // A service token may outlive an access token's life: its revocation lasts as long.
-        let until = if session.amr.iter().any(|m| m == SERVICE_AMR) {
-            session.expires_at + self.leeway + 60
-        } else {
-            0
-        };
+        // A service or profile token may outlive an access token's life: its revocation
+        // lasts as long.
+        let until = session.token_lives_until(self.leeway);
         self.revoke_session_until(sid, &session.user, NO_CLIENT, reason, until)
             .await?;
         Ok(true)

@@ -7,6 +7,7 @@ mod authz;
 mod error;
 mod extract;
 mod login_api;
+mod nethcti;
 mod socket;
 
 use std::net::IpAddr;
@@ -43,13 +44,17 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpAddr>,
     /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// The nethcti-middleware profile (SPEC 2.7), when `[compat] nethcti_middleware` is on.
+    pub nethcti: Option<crate::config::CompatConfig>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
     // The check answers only 200/401/403 (oversized credentials are a 401 there), so the
     // header bound applies to the API alone.
+    let prefix = state.nethcti.as_ref().map(|c| c.prefix.clone());
     let api = login_api::routes()
-        .merge(socket::routes())
+        .merge(socket::routes(prefix.as_deref()))
+        .merge(prefix.as_deref().map(nethcti::routes).unwrap_or_default())
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
