@@ -506,7 +506,6 @@ fn manifests_run_the_image_the_containerfile_builds() {
 /// `deploy/nethvoice/authgate.toml` passes `authgate check-config` (the profile's `[compat]`
 /// keys included) and loads as the nethcti-middleware profile with the nethcti backend.
 #[test]
-#[ignore = "needs the compat profile"]
 fn nethvoice_authgate_toml_passes_check_config() {
     let path = repo_path("deploy/nethvoice/authgate.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_authgate"))

@@ -31,11 +31,17 @@ use support::proxy::ProxyKind;
 // Routing
 // ---------------------------------------------------------------------------------------------
 
-/// authgate with the nethcti backend and its own login API (`/auth/login`), on the system
-/// clock, behind `kind`.
+/// authgate with the nethcti backend and the nethcti-middleware profile (which also serves
+/// `/api/ws/`), on the system clock, behind `kind`. Tokens come from its own login API
+/// (`/auth/login`).
 async fn routing_stack(kind: ProxyKind) -> NvStack {
     let backend = Backend::start(&[ALICE, BOB]).await;
-    let app = backend.app().clock(Clock::system()).start().await;
+    let app = backend
+        .app()
+        .clock(Clock::system())
+        .config(|c| c.compat.nethcti_middleware = true)
+        .start()
+        .await;
     NvStack::start(kind, backend, app).await
 }
 
@@ -1076,13 +1082,11 @@ async fn profile(kind: ProxyKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the compat profile"]
 async fn envoy_carries_the_nethvoice_client() {
     profile(ProxyKind::EnvoyGrpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the compat profile"]
 async fn nginx_carries_the_nethvoice_client() {
     profile(ProxyKind::Nginx).await;
 }
