@@ -502,3 +502,67 @@ fn manifests_run_the_image_the_containerfile_builds() {
         }
     }
 }
+
+/// `deploy/nethvoice/authgate.toml` passes `authgate check-config` (the profile's `[compat]`
+/// keys included) and loads as the nethcti-middleware profile with the nethcti backend.
+#[test]
+fn nethvoice_authgate_toml_passes_check_config() {
+    let path = repo_path("deploy/nethvoice/authgate.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run authgate check-config");
+    assert!(
+        output.status.success(),
+        "authgate check-config --config deploy/nethvoice/authgate.toml: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cfg = Config::from_toml_str(&read("deploy/nethvoice/authgate.toml"))
+        .unwrap_or_else(|e| panic!("deploy/nethvoice/authgate.toml: {e}"));
+    assert_eq!(cfg.backend.kind(), BackendKind::Nethcti);
+}
+
+/// The addresses in `deploy/nethvoice/authgate.toml` are the ones its Envoy and nginx configs
+/// send to (authgate's listeners, nethcti-server), and the `[compat]` section says what the
+/// README says.
+#[test]
+fn nethvoice_configs_agree_on_addresses() {
+    let toml: toml::Table = read("deploy/nethvoice/authgate.toml")
+        .parse()
+        .expect("deploy/nethvoice/authgate.toml is TOML");
+    let key = |section: &str, key: &str| {
+        toml[section][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("[{section}] {key}"))
+            .to_owned()
+    };
+    let port = |addr: String| addr.rsplit(':').next().unwrap().to_owned();
+    let grpc = port(key("listen", "grpc"));
+    let http = port(key("listen", "http"));
+    let legacy = port(key("backend", "url"));
+    assert_eq!(key("backend", "kind"), "nethcti");
+    assert_eq!(key("listen", "grpc"), format!("127.0.0.1:{grpc}"));
+    assert_eq!(key("listen", "http"), format!("127.0.0.1:{http}"));
+    assert_eq!(key("backend", "url"), format!("http://127.0.0.1:{legacy}"));
+    assert_eq!(toml["compat"]["nethcti_middleware"].as_bool(), Some(true));
+    assert_eq!(key("compat", "prefix"), "/api");
+
+    let envoy = read("deploy/nethvoice/envoy.yaml");
+    for p in [&grpc, &http, &legacy] {
+        assert!(
+            envoy.contains(&format!(
+                "socket_address: {{ address: 127.0.0.1, port_value: {p} }}"
+            )),
+            "deploy/nethvoice/envoy.yaml does not send to 127.0.0.1:{p}"
+        );
+    }
+    let nginx = read("deploy/nethvoice/nginx.conf");
+    for p in [&http, &legacy] {
+        assert!(
+            nginx.contains(&format!("server 127.0.0.1:{p};")),
+            "deploy/nethvoice/nginx.conf does not send to 127.0.0.1:{p}"
+        );
+    }
+}

@@ -10,112 +10,19 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use authgate::clock::Clock;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 use support::app::TestApp;
+use support::js_client::JsClient;
 use support::nethcti_socket::Backend;
-use support::process::{free_ports, local, repo_path};
+use support::process::{free_ports, local};
 use support::proxy::{Ports, ProxyKind, spawn_proxy};
 
 const ALICE: (&str, &str) = ("alice", "alice secret");
 const BOB: (&str, &str) = ("bob", "bob secret");
-
-/// One run of `tests/js/client.js`.
-struct JsClient {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    seen: Vec<Value>,
-}
-
-impl JsClient {
-    fn spawn(url: &str, user: &str, token: &str, query_token: Option<&str>) -> Self {
-        let modules = std::env::var("SOCKET_IO_CLIENT_MODULES")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| repo_path("target/node/node_modules"));
-        assert!(
-            modules.join("socket.io-client").is_dir(),
-            "socket.io-client is not installed under {}: run scripts/install-test-deps",
-            modules.display()
-        );
-        let mut command = Command::new("node");
-        command
-            .arg(repo_path("tests/js/client.js"))
-            .env("NODE_PATH", &modules)
-            .env("URL", url)
-            .env("LOGIN_USER", user)
-            .env("TOKEN", token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Some(t) = query_token {
-            command.env("QUERY_TOKEN", t);
-        }
-        let mut child = command.spawn().expect("run node (is it installed?)");
-        let stdout = child.stdout.take().expect("stdout");
-        Self {
-            _child: child,
-            lines: BufReader::new(stdout).lines(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line matching `pred`, within `wait`; panics with everything seen otherwise.
-    async fn expect(&mut self, what: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                Ok(_) => panic!("client ended before {what}; saw {:?}", self.seen),
-                Err(_) => panic!("no {what} within {wait:?}; saw {:?}", self.seen),
-            };
-            let value: Value = serde_json::from_str(&line).expect("a JSON line");
-            self.seen.push(value.clone());
-            if pred(&value) {
-                return value;
-            }
-        }
-    }
-
-    async fn expect_event(&mut self, name: &str) -> Value {
-        self.expect(name, Duration::from_secs(5), |v| {
-            v["ev"] == "event" && v["name"] == name
-        })
-        .await
-    }
-
-    /// Logged in: `authe_ok`, then the ack of its `echo`.
-    async fn expect_logged_in(&mut self) {
-        self.expect_event("authe_ok").await;
-        let ack = self
-            .expect("ack", Duration::from_secs(5), |v| v["ev"] == "ack")
-            .await;
-        assert_eq!(ack["args"], json!([{"n": 1}, "two"]));
-    }
-
-    /// nethcti's refusal, then the server's disconnect.
-    async fn expect_refused(&mut self) {
-        let refused = self.expect_event("401").await;
-        assert_eq!(refused["args"], json!([{"message": "unauthorized access"}]));
-        let gone = self
-            .expect("disconnect", Duration::from_secs(3), |v| {
-                v["ev"] == "disconnect"
-            })
-            .await;
-        assert_eq!(gone["reason"], "io server disconnect");
-        assert!(
-            !self.seen.iter().any(|v| v["name"] == "authe_ok"),
-            "{:?}",
-            self.seen
-        );
-    }
-}
 
 async fn backend() -> Backend {
     Backend::start(&[ALICE, BOB]).await

@@ -203,50 +203,66 @@ pub struct Stack {
 /// Starts `kind` with its shipped config rendered for `ports`, writing under `dir`, and waits
 /// until it accepts connections at `ports.proxy`.
 pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) -> ChildProcess {
-    let addr = local(ports.proxy);
     match kind {
-        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
-            let (file, text) = if kind == ProxyKind::EnvoyGrpc {
-                ("envoy-grpc.yaml", envoy_grpc_config(ports))
-            } else {
-                ("envoy-http.yaml", envoy_http_config(ports))
-            };
-            let config = dir.join(file);
-            std::fs::write(&config, text).expect("write envoy config");
-            let mut command = Command::new(envoy_bin());
-            command.arg("-c").arg(&config).args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-            ]);
-            let mut proxy = ChildProcess::spawn("envoy", command, dir.join("envoy.log"));
-            proxy
-                .wait_for_http_ok(local(ports.admin), "/ready", Duration::from_secs(30))
-                .await;
-            proxy.wait_for_tcp(addr, Duration::from_secs(10)).await;
-            proxy
+        ProxyKind::EnvoyGrpc => {
+            spawn_envoy("envoy-grpc.yaml", &envoy_grpc_config(ports), ports, dir).await
         }
-        ProxyKind::Nginx => {
-            let prefix = dir.join("nginx");
-            std::fs::create_dir_all(&prefix).expect("nginx prefix");
-            let config = prefix.join("nginx.conf");
-            std::fs::write(&config, nginx_config(ports)).expect("write nginx config");
-            let mut command = Command::new(nginx_bin());
-            // In the foreground and one process: nothing outlives the test, and no
-            // switch to "nobody" (when run as root) that could not enter the tempdir.
-            command.arg("-p").arg(&prefix).arg("-c").arg(&config).args([
-                "-e",
-                "stderr",
-                "-g",
-                "daemon off; master_process off;",
-            ]);
-            let mut proxy = ChildProcess::spawn("nginx", command, dir.join("nginx.log"));
-            proxy.wait_for_tcp(addr, Duration::from_secs(10)).await;
-            proxy
+        ProxyKind::EnvoyHttp => {
+            spawn_envoy("envoy-http.yaml", &envoy_http_config(ports), ports, dir).await
         }
+        ProxyKind::Nginx => spawn_nginx(&nginx_config(ports), ports, dir).await,
     }
+}
+
+/// Starts Envoy with the rendered config `text` (written to `dir/file`) and waits until it is
+/// ready (admin `/ready` at `ports.admin`) and accepts connections at `ports.proxy`.
+pub async fn spawn_envoy(
+    file: &str,
+    text: &str,
+    ports: &Ports,
+    dir: &std::path::Path,
+) -> ChildProcess {
+    let config = dir.join(file);
+    std::fs::write(&config, text).expect("write envoy config");
+    let mut command = Command::new(envoy_bin());
+    command.arg("-c").arg(&config).args([
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warning",
+    ]);
+    let mut proxy = ChildProcess::spawn("envoy", command, dir.join("envoy.log"));
+    proxy
+        .wait_for_http_ok(local(ports.admin), "/ready", Duration::from_secs(30))
+        .await;
+    proxy
+        .wait_for_tcp(local(ports.proxy), Duration::from_secs(10))
+        .await;
+    proxy
+}
+
+/// Starts nginx with the rendered config `text` under the prefix `dir/nginx` and waits until
+/// it accepts connections at `ports.proxy`.
+pub async fn spawn_nginx(text: &str, ports: &Ports, dir: &std::path::Path) -> ChildProcess {
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix).expect("nginx prefix");
+    let config = prefix.join("nginx.conf");
+    std::fs::write(&config, text).expect("write nginx config");
+    let mut command = Command::new(nginx_bin());
+    // In the foreground and one process: nothing outlives the test, and no
+    // switch to "nobody" (when run as root) that could not enter the tempdir.
+    command.arg("-p").arg(&prefix).arg("-c").arg(&config).args([
+        "-e",
+        "stderr",
+        "-g",
+        "daemon off; master_process off;",
+    ]);
+    let mut proxy = ChildProcess::spawn("nginx", command, dir.join("nginx.log"));
+    proxy
+        .wait_for_tcp(local(ports.proxy), Duration::from_secs(10))
+        .await;
+    proxy
 }
 
 impl Stack {
