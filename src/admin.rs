@@ -240,6 +240,7 @@ impl Admin for AdminService {
                     expires_at: s.expires_at,
                     client: s.client.unwrap_or_default(),
                     user_agent: s.user_agent.unwrap_or_default(),
+                    device: s.device.unwrap_or_default(),
                 })
                 .collect(),
             truncated,

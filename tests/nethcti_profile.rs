@@ -383,6 +383,16 @@ async fn device_tokens_are_sessions_one_per_device_revoked_with_the_user() {
     );
     let r = app.send("GET", path, None, Some(&t)).await;
     assert_eq!(r.body, json!({"exists": true}));
+    // Operators see it among alice's sessions.
+    let (listed, _) = app
+        .running()
+        .state
+        .login
+        .list_sessions("alice")
+        .await
+        .unwrap();
+    let devices: Vec<Option<&str>> = listed.iter().map(|s| s.device.as_deref()).collect();
+    assert_eq!(devices, [None, Some("phone-island")]);
 
     // A new one replaces the old.
     let r = app.send("POST", path, None, Some(&t)).await;

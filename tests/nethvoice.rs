@@ -959,7 +959,12 @@ async fn client_sequence(s: &NvStack) -> anyhow::Result<()> {
     expect_dead(s, "the token after logout", &t4).await?;
     // The pre-OTP token names the session 2fa/disable ended: not even logout takes it.
     let resp = s.send("POST", "/api/logout", Some(&pre), None).await?;
-    expect_profile_error("logout with the pre-OTP token of an ended session", &resp, 401, None)
+    expect_profile_error(
+        "logout with the pre-OTP token of an ended session",
+        &resp,
+        401,
+        None,
+    )
 }
 
 /// The profile's refusals as the client reads them (lockout raised: the point here is each

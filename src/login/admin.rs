@@ -36,6 +36,8 @@ pub struct SessionInfo {
     pub expires_at: u64,
     pub client: Option<String>,
     pub user_agent: Option<String>,
+    /// The device of a persistent device token (SPEC 2.7).
+    pub device: Option<String>,
 }
 
 /// `authgate admin status`.
@@ -207,27 +209,13 @@ impl LoginService {
     /// The live sessions of `user`, oldest first, at most [`MAX_LISTED`] (and whether there
     /// were more).
     pub async fn list_sessions(&self, user: &str) -> Result<(Vec<SessionInfo>, bool), AdminError> {
-        let now = self.now();
-        let raw = self.store.get(Ns::UserSessions, user).await?;
-        let list = UserSessions::decode(raw.as_deref())?;
-        let mut out = Vec::new();
-        let mut truncated = false;
-        for (sid, expires) in &list.sids {
-            if *expires <= now || self.revocations.is_revoked(sid) {
-                continue;
-            }
-            let Some(raw) = self.store.get(Ns::Session, sid).await? else {
-                continue;
-            };
-            let Ok(s) = serde_json::from_slice::<Session>(&raw) else {
-                continue;
-            };
-            if out.len() == MAX_LISTED {
-                truncated = true;
-                break;
-            }
-            out.push(SessionInfo {
-                sid: sid.clone(),
+        let live = self.live_sessions(user, self.now()).await?;
+        let truncated = live.len() > MAX_LISTED;
+        let mut out: Vec<SessionInfo> = live
+            .into_iter()
+            .take(MAX_LISTED)
+            .map(|(sid, s)| SessionInfo {
+                sid,
                 user: s.user,
                 amr: s.amr,
                 created: s.created,
@@ -235,8 +223,9 @@ impl LoginService {
                 expires_at: s.expires_at,
                 client: s.client,
                 user_agent: s.user_agent,
-            });
-        }
+                device: s.device,
+            })
+            .collect();
         out.sort_by_key(|s| s.created);
         Ok((out, truncated))
     }

@@ -651,7 +651,8 @@ impl LoginService {
         Ok(false)
     }
 
-    /// The live sessions of `user` (listed, not revoked, not expired), with their records.
+    /// The live sessions of `user` (listed, not revoked, not expired), with their records, in
+    /// the order they were listed.
     pub(super) async fn live_sessions(
         &self,
         user: &str,
@@ -664,8 +665,10 @@ impl LoginService {
             if exp <= now || self.revocations.is_revoked(&sid) {
                 continue;
             }
-            if let Some(raw) = self.store.get(Ns::Session, &sid).await? {
-                live.push((sid, parse::<Session>(&raw)?));
+            // A record that does not parse is no live session anyone could use.
+            let record = self.store.get(Ns::Session, &sid).await?;
+            if let Some(session) = record.and_then(|raw| serde_json::from_slice(&raw).ok()) {
+                live.push((sid, session));
             }
         }
         Ok(live)
