@@ -198,10 +198,18 @@ fn configmap_carries_deploy_authgate_toml_and_authgate_accepts_it() {
     let cfg = Config::from_toml_str(&embedded)
         .unwrap_or_else(|e| panic!("deploy/authgate.toml is not valid for authgate: {e}"));
     // A sidecar: both listeners on loopback, the legacy app beside it on loopback too.
-    assert!(cfg.listen.grpc.ip().is_loopback(), "{}", cfg.listen.grpc);
-    assert!(cfg.listen.http.ip().is_loopback(), "{}", cfg.listen.http);
-    assert_eq!(cfg.listen.grpc.port(), 9191);
-    assert_eq!(cfg.listen.http.port(), 8080);
+    assert!(
+        cfg.listen.grpc.tcp().unwrap().ip().is_loopback(),
+        "{}",
+        cfg.listen.grpc
+    );
+    assert!(
+        cfg.listen.http.tcp().unwrap().ip().is_loopback(),
+        "{}",
+        cfg.listen.http
+    );
+    assert_eq!(cfg.listen.grpc.tcp().unwrap().port(), 9191);
+    assert_eq!(cfg.listen.http.tcp().unwrap().port(), 8080);
     assert_eq!(cfg.backend.kind(), BackendKind::Nethcti);
     let BackendConfig::Nethcti(nethcti) = &cfg.backend else {
         panic!("{:?}", cfg.backend)

@@ -4,7 +4,7 @@
 //! the lockout, and any change of second factor revokes every session of the user. A code or
 //! the plain TOTP secret is never logged or stored.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::ExposeSecret;
 
@@ -22,7 +22,7 @@ impl LoginService {
         &self,
         mfa_token: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         let started = std::time::Instant::now();
         let result = self.otp_login(mfa_token, code, client).await;
@@ -35,7 +35,7 @@ impl LoginService {
         &self,
         mfa_token: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         self.refuse_in_lockdown()?;
         check_len(mfa_token, crate::token::MAX_TOKEN_LEN)?;
@@ -67,7 +67,7 @@ impl LoginService {
         t: &Verified,
         user: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         // Read before the code is checked against the 2FA record: a user-wide revocation
         // (2FA disabled, re-enrolled) that runs meanwhile keeps this session from being listed.
@@ -200,7 +200,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         check_len(code, MAX_CODE)?;
         let user = &*token.sub;
@@ -256,7 +256,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         self.require_enabled_code(token, code, client).await?;
         self.store.delete(Ns::Mfa, &token.sub).await?;
@@ -275,7 +275,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         self.require_enabled_code(token, code, client).await?;
         self.replace_recovery_codes(&token.sub, false).await
@@ -285,7 +285,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         check_len(code, MAX_CODE)?;
         if !self

@@ -7,7 +7,7 @@
 //! User-wide revocation is race-free through a per-user epoch kept with the user's session
 //! list (see [`LoginService::revoke_user`] and [`LoginService::start_session`]).
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,7 @@ impl LoginService {
         amr: &[&str],
         credential: Option<&SecretString>,
         epoch: u64,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Option<TokenPair>, LoginError> {
         let (pair, refresh_jti) = self.issue(user, sid, amr, credential)?;
         let now = self.now();
@@ -263,7 +263,7 @@ impl LoginService {
     pub async fn refresh(
         &self,
         refresh_token: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         self.refuse_in_lockdown()?;
         check_len(refresh_token, crate::token::MAX_TOKEN_LEN)?;
@@ -337,13 +337,13 @@ impl LoginService {
         Ok(self.refreshed(pair, &t.sub, &t.sid, client))
     }
 
-    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: IpAddr) -> TokenPair {
+    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: ClientAddr) -> TokenPair {
         self.emit(SecurityEvent::Refresh { user, client, sid });
         pair
     }
 
     /// A spent refresh token was presented: the session dies, `refresh_reuse` is logged.
-    async fn reuse(&self, sid: &str, user: &str, client: IpAddr) -> LoginError {
+    async fn reuse(&self, sid: &str, user: &str, client: ClientAddr) -> LoginError {
         if let Err(e) = self
             .revoke_session(sid, user, client, RevokeReason::RefreshReuse)
             .await
@@ -425,7 +425,7 @@ impl LoginService {
         &self,
         sid: &str,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
         self.revoke_session_until(sid, user, client, reason, 0)
@@ -438,7 +438,7 @@ impl LoginService {
         &self,
         sid: &str,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
         at_least: u64,
     ) -> Result<(), LoginError> {
@@ -466,7 +466,7 @@ impl LoginService {
     pub(super) async fn revoke_user(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<u64, LoginError> {
         let now = self.now();
@@ -515,7 +515,7 @@ impl LoginService {
     }
 
     /// Ends the session of `token` everywhere at once and logs out of the backend.
-    pub async fn logout(&self, token: &Verified, client: IpAddr) -> Result<(), LoginError> {
+    pub async fn logout(&self, token: &Verified, client: ClientAddr) -> Result<(), LoginError> {
         self.revoke_session(&token.sid, &token.sub, client, RevokeReason::Logout)
             .await?;
         self.unlist(&token.sub, &token.sid).await;

@@ -9,7 +9,6 @@ mod extract;
 mod login_api;
 mod socket;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -40,7 +39,7 @@ pub struct AppState {
     pub ready: Arc<Readiness>,
     /// What the revocation sync loop knows of the store (for `/status` and `authgate_store_up`).
     pub store_state: tokio::sync::watch::Receiver<SyncState>,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<crate::client_addr::ClientAddr>,
     /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
     pub relay: Option<Arc<crate::relay::Relay>>,
 }
