@@ -5,7 +5,7 @@
 //! OTP code, TOTP secret, recovery code or backend credential could travel in. Nothing here
 //! decides anything; the login flows say what happened and this module only reports it.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use crate::backend::BackendError;
 use crate::metrics::Metrics;
@@ -17,73 +17,73 @@ pub enum SecurityEvent<'a> {
     /// is the session it will open.
     LoginSuccess {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
         mfa_pending: bool,
     },
     /// A login attempt refused before any session existed.
     LoginFailure {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: LoginFailure<'a>,
     },
     /// The second factor was accepted and the session opened.
     MfaSuccess {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A wrong TOTP or recovery code.
     MfaFailure {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// This failure locked the user or the client address for `lock_for` seconds.
     Lockout {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         lock_for: u64,
     },
     /// A refresh token was rotated.
     Refresh {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A spent refresh token was presented; the session is revoked.
     RefreshReuse {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// The user ended the session.
     Logout {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A session entered the revocation set.
     Revoked {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
         reason: RevokeReason,
     },
     TwoFactorEnabled {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     TwoFactorDisabled {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A recovery code stood in for a TOTP code (and is now spent).
     RecoveryCodeUsed {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// An operator revoked a session (`sid`) or every session of a user (`user`) through the
@@ -113,7 +113,7 @@ pub enum SecurityEvent<'a> {
     /// A persistent device token for `device` opened session `sid` (SPEC 2.7).
     DeviceToken {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
         device: &'a str,
     },
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn each_event_logs_its_fields_and_counts() {
         let metrics = Metrics::new();
-        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let client: ClientAddr = "192.0.2.7".parse().unwrap();
         let (user, sid) = ("alice", "s-1");
         let down = BackendError::Timeout;
         let session = |level: &str, event: &str| {
@@ -608,7 +608,7 @@ mod tests {
     #[test]
     fn user_names_with_control_characters_are_escaped() {
         let metrics = Metrics::new();
-        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let client: ClientAddr = "192.0.2.7".parse().unwrap();
         let v = logged(
             SecurityEvent::LoginFailure {
                 user: "ev\u{7f}il\n{\"event\":\"x\"}",

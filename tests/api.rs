@@ -638,7 +638,7 @@ async fn health_readiness_and_drain() {
 async fn shutdown_finishes_and_frees_the_ports() {
     let mut app = ApiApp::start().await;
     let running = app.app.running.take().unwrap();
-    let addr = running.http_addr;
+    let addr = running.http_addr.tcp().unwrap();
     tokio::time::timeout(Duration::from_secs(5), running.shutdown())
         .await
         .unwrap();

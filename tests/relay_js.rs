@@ -1,8 +1,9 @@
 //! The real JavaScript client (`socket.io-client` 4.x under node, `tests/js/client.js`) through
 //! the relay: straight at authgate and through the shipped Envoy (gRPC and HTTP ext_authz) and
-//! nginx configs. It logs in with the JWT in the `login` event as NethVoice CTI does, gets a
-//! pushed event and an ack, is refused (`401`) with every bad token without the backend ever
-//! seeing it, and is disconnected within a second of a logout.
+//! nginx configs, and their Unix socket variants (authgate on `unix:` listeners). It logs in
+//! with the JWT in the `login` event as NethVoice CTI does, gets a pushed event and an ack, is
+//! refused (`401`) with every bad token without the backend ever seeing it, and is
+//! disconnected within a second of a logout.
 //!
 //! Needs node and `scripts/install-test-deps` (which installs socket.io-client under
 //! `target/node`).
@@ -13,13 +14,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use authgate::clock::Clock;
+use authgate::config::ListenAddr;
 use serde_json::{Value, json};
 
 use support::app::TestApp;
 use support::js_client::JsClient;
 use support::nethcti_socket::Backend;
 use support::process::{free_ports, local};
-use support::proxy::{Ports, ProxyKind, spawn_proxy};
+use support::proxy::{Ports, ProxyKind, authgate_sockets, spawn_proxy};
 
 const ALICE: (&str, &str) = ("alice", "alice secret");
 const BOB: (&str, &str) = ("bob", "bob secret");
@@ -155,14 +157,26 @@ async fn the_real_client_is_refused_every_bad_token() {
 /// The shipped proxy config `kind` in front of authgate (system clock) and the simulator.
 async fn through(kind: ProxyKind) {
     let b = backend().await;
-    let app = b.app().clock(Clock::system()).start().await;
     let dir = tempfile::tempdir().unwrap();
+    let [grpc, http] = authgate_sockets(dir.path());
+    let app = b
+        .app()
+        .clock(Clock::system())
+        .config(|c| {
+            if kind.over_unix() {
+                c.listen.grpc = ListenAddr::Unix(grpc);
+                c.listen.http = ListenAddr::Unix(http);
+            }
+        })
+        .start()
+        .await;
     let picked = free_ports(2);
+    let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
     let ports = Ports {
         proxy: picked[0],
         admin: picked[1],
-        authgate_grpc: app.grpc_addr().port(),
-        authgate_http: app.http_addr().port(),
+        authgate_grpc: port(&app.running().grpc_addr),
+        authgate_http: port(&app.running().http_addr),
         legacy: b.sim.addr().port(),
     };
     let mut proxy = spawn_proxy(kind, &ports, dir.path()).await;
@@ -197,4 +211,14 @@ async fn the_real_client_through_envoy_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_client_through_nginx() {
     through(ProxyKind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_client_through_envoy_over_unix_sockets() {
+    through(ProxyKind::EnvoyGrpcUnix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_client_through_nginx_over_unix_sockets() {
+    through(ProxyKind::NginxUnix).await;
 }

@@ -6,6 +6,8 @@
 //! revocation set and this replica's at once), so every replica and the relay see it.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+use crate::client_addr::ClientAddr;
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
@@ -23,7 +25,7 @@ const LATE_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1
 /// The most sessions one listing returns.
 pub const MAX_LISTED: usize = 1000;
 /// The client address the revocation events of admin actions name (no client made them).
-const NO_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+const NO_CLIENT: ClientAddr = ClientAddr::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
 
 /// One live session as an operator sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

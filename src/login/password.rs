@@ -7,7 +7,7 @@
 //! name as typed: an alias (nethcti's extension number, `user@domain`) must not dodge the 2FA
 //! record, the lockout or the session list of the account it stands for.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -40,7 +40,7 @@ impl LoginService {
     pub(super) async fn reserve_attempt(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Attempt, LoginError> {
         let keys = lockout::keys(user, client);
         match self
@@ -56,7 +56,7 @@ impl LoginService {
         }
     }
 
-    fn refuse_locked(&self, user: &str, client: IpAddr) {
+    fn refuse_locked(&self, user: &str, client: ClientAddr) {
         self.metrics.record_login(LoginResult::Locked);
         self.emit(SecurityEvent::LoginFailure {
             user,
@@ -70,7 +70,7 @@ impl LoginService {
     pub(super) async fn count_failure(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         attempt: Attempt,
     ) -> Result<(), LoginError> {
         if let Some(lock_for) = self.lockout.fail(&*self.store, attempt, self.now()).await? {
@@ -112,7 +112,7 @@ impl LoginService {
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<LoginOutcome, LoginError> {
         let started = std::time::Instant::now();
         let result = self
@@ -128,7 +128,7 @@ impl LoginService {
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
         how: Issue,
     ) -> Result<LoginOutcome, LoginError> {
         self.refuse_in_lockdown()?;
@@ -148,7 +148,7 @@ impl LoginService {
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
         how: Issue,
     ) -> (Result<LoginOutcome, LoginError>, Settle) {
         let verdict = match self.backend.authenticate(username, password).await {
@@ -235,7 +235,7 @@ impl LoginService {
         user: &str,
         sid: &str,
         credential: Option<&SecretString>,
-        client: IpAddr,
+        client: ClientAddr,
         how: Issue,
     ) -> Result<Option<LoginOutcome>, LoginError> {
         // The epoch is read before the 2FA record: a revocation that follows a change of

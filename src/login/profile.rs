@@ -5,7 +5,7 @@
 //! turning 2FA off need the password (checked by the backend, behind the lockout); device
 //! tokens are sessions, so they are revoked like any other.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -58,7 +58,7 @@ impl LoginService {
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<SingleToken, LoginError> {
         let started = std::time::Instant::now();
         let outcome = self
@@ -81,7 +81,7 @@ impl LoginService {
         &self,
         pre_otp_token: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<SingleToken, LoginError> {
         let started = std::time::Instant::now();
         let issued = self
@@ -99,7 +99,7 @@ impl LoginService {
         &self,
         caller: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<SingleToken, LoginError> {
         self.refuse_in_lockdown()?;
         let user = &*caller.sub;
@@ -185,7 +185,7 @@ impl LoginService {
         &self,
         caller: &Verified,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         self.require_enabled(&caller.sub).await?;
         self.confirm_password(caller, password, client).await?;
@@ -201,7 +201,7 @@ impl LoginService {
         &self,
         caller: &Verified,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         self.require_enabled(&caller.sub).await?;
         self.confirm_password(caller, password, client).await?;
@@ -214,7 +214,7 @@ impl LoginService {
         &self,
         caller: &Verified,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         check_len(password.expose_secret(), MAX_PASSWORD)?;
         let user = &*caller.sub;
@@ -255,7 +255,7 @@ impl LoginService {
         &self,
         caller: &Verified,
         device: &'static str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<SingleToken, LoginError> {
         self.revoke_device_tokens(&caller.sub, device, client, RevokeReason::Replaced)
             .await?;
@@ -305,7 +305,7 @@ impl LoginService {
         &self,
         user: &str,
         device: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<u64, LoginError> {
         let mut revoked = 0;

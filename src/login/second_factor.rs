@@ -4,7 +4,7 @@
 //! the lockout, and any change of second factor revokes every session of the user. A code or
 //! the plain TOTP secret is never logged or stored.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::ExposeSecret;
 
@@ -23,7 +23,7 @@ impl LoginService {
         &self,
         mfa_token: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Issued, LoginError> {
         let started = std::time::Instant::now();
         let result = self.otp_login(mfa_token, code, client, Issue::Pair).await;
@@ -37,7 +37,7 @@ impl LoginService {
         &self,
         mfa_token: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
         how: Issue,
     ) -> Result<Issued, LoginError> {
         self.refuse_in_lockdown()?;
@@ -70,7 +70,7 @@ impl LoginService {
         t: &Verified,
         user: &str,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
         how: Issue,
     ) -> Result<Issued, LoginError> {
         // Read before the code is checked against the 2FA record: a user-wide revocation
@@ -205,7 +205,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         let user = &*token.sub;
         match self.mfa_record(user).await? {
@@ -255,7 +255,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         self.require_enabled(&token.sub).await?;
         self.guarded_code(token, code, client).await?;
@@ -266,7 +266,7 @@ impl LoginService {
     pub(super) async fn turn_off_second_factor(
         &self,
         token: &Verified,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         self.store.delete(Ns::Mfa, &token.sub).await?;
         self.emit(SecurityEvent::TwoFactorDisabled {
@@ -284,7 +284,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         self.require_enabled(&token.sub).await?;
         self.guarded_code(token, code, client).await?;
@@ -311,7 +311,7 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         check_len(code, MAX_CODE)?;
         let attempt = self.reserve_attempt(&token.sub, client).await?;

@@ -7,7 +7,7 @@
 //! User-wide revocation is race-free through a per-user epoch kept with the user's session
 //! list (see [`LoginService::revoke_user`] and [`LoginService::start_session`]).
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,7 @@ impl LoginService {
         amr: &[&str],
         credential: Option<&SecretString>,
         epoch: u64,
-        client: IpAddr,
+        client: ClientAddr,
         how: Issue,
     ) -> Result<Option<Issued>, LoginError> {
         let now = self.now();
@@ -354,7 +354,7 @@ impl LoginService {
     pub async fn refresh(
         &self,
         refresh_token: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         self.refuse_in_lockdown()?;
         check_len(refresh_token, crate::token::MAX_TOKEN_LEN)?;
@@ -427,7 +427,7 @@ impl LoginService {
         &self,
         t: &Verified,
         current: Option<&str>,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         match self.rotated_pair(&t.sid, &t.jti, current).await? {
             Some(pair) => Ok(self.refreshed(pair, &t.sub, &t.sid, client)),
@@ -435,13 +435,13 @@ impl LoginService {
         }
     }
 
-    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: IpAddr) -> TokenPair {
+    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: ClientAddr) -> TokenPair {
         self.emit(SecurityEvent::Refresh { user, client, sid });
         pair
     }
 
     /// A spent refresh token was presented: the session dies, `refresh_reuse` is logged.
-    async fn reuse(&self, sid: &str, user: &str, client: IpAddr) -> LoginError {
+    async fn reuse(&self, sid: &str, user: &str, client: ClientAddr) -> LoginError {
         if let Err(e) = self
             .revoke_session(sid, user, client, RevokeReason::RefreshReuse)
             .await
@@ -523,7 +523,7 @@ impl LoginService {
         &self,
         sid: &str,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
         self.revoke_session_until(sid, user, client, reason, 0)
@@ -536,7 +536,7 @@ impl LoginService {
         &self,
         sid: &str,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
         at_least: u64,
     ) -> Result<(), LoginError> {
@@ -564,7 +564,7 @@ impl LoginService {
     pub(super) async fn revoke_user(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<u64, LoginError> {
         let now = self.now();
@@ -611,7 +611,7 @@ impl LoginService {
     /// Ends the session of `token` everywhere at once, and the backend session of its
     /// credential unless another live session of the user still uses it (a device token
     /// carries the credential of the session that minted it).
-    pub async fn logout(&self, token: &Verified, client: IpAddr) -> Result<(), LoginError> {
+    pub async fn logout(&self, token: &Verified, client: ClientAddr) -> Result<(), LoginError> {
         let until = token.exp + self.leeway + 60;
         self.revoke_session_until(&token.sid, &token.sub, client, RevokeReason::Logout, until)
             .await?;

@@ -10,7 +10,6 @@ mod login_api;
 mod nethcti;
 mod socket;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -41,7 +40,7 @@ pub struct AppState {
     pub ready: Arc<Readiness>,
     /// What the revocation sync loop knows of the store (for `/status` and `authgate_store_up`).
     pub store_state: tokio::sync::watch::Receiver<SyncState>,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<crate::client_addr::ClientAddr>,
     /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// The nethcti-middleware profile (SPEC 2.7), when `[compat] nethcti_middleware` is on.

@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::NethctiError;
-use super::extract::{ApiJson, ClientAddr};
+use super::extract::ApiJson;
+use crate::client_addr::ClientAddr;
 use crate::config::DEVICE_AUDIENCES;
 use crate::credentials::{self, Found, Sources};
 use crate::decision::Denial;
@@ -137,7 +138,7 @@ struct Credentials {
 /// (`missing Username or Password`), whatever else is wrong with the body.
 async fn login(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, NethctiError> {
@@ -167,7 +168,7 @@ async fn login(
 /// `POST /api/logout`: 200 `{"code":200}`; the session (also a pre-OTP one) is revoked.
 async fn logout(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, NethctiError> {
     let (_, verified) = caller_or_pre_otp(&state, &headers)?;
@@ -208,7 +209,7 @@ struct VerifyOtp {
 /// token). The user is always the token's: a body `username` naming someone else is refused.
 async fn verify_otp(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
     Json(body): Json<VerifyOtp>,
 ) -> Result<Response, NethctiError> {
@@ -252,7 +253,7 @@ struct Password {
 
 async fn recovery_codes(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
     Json(body): Json<Password>,
 ) -> Result<Response, NethctiError> {
@@ -267,7 +268,7 @@ async fn recovery_codes(
 
 async fn disable(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
     Json(body): Json<Password>,
 ) -> Result<Response, NethctiError> {
@@ -300,7 +301,7 @@ fn device(audience: &str) -> Result<&'static str, NethctiError> {
 
 async fn device_token_new(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     Path(audience): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, NethctiError> {
@@ -326,7 +327,7 @@ async fn device_token_exists(
 
 async fn device_token_delete(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     Path(audience): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, NethctiError> {

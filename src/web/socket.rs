@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
-use super::extract::ClientAddr;
+use crate::client_addr::ClientAddr;
 use crate::config::Access;
 use crate::decision::{Denial, Dialect};
 use crate::relay::{self, CloseReason, Refusal, protocol};
@@ -36,7 +36,7 @@ pub(super) fn routes(nethcti_prefix: Option<&str>) -> Router<Arc<AppState>> {
 
 async fn socket(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     request: Request,
 ) -> Response {

@@ -73,7 +73,9 @@ pub async fn spawn(kind: ProxyKind, ports: &Ports, dir: &Path) -> ChildProcess {
     match kind {
         ProxyKind::EnvoyGrpc => spawn_envoy("envoy.yaml", &envoy_config(ports), ports, dir).await,
         ProxyKind::Nginx => spawn_nginx(&nginx_config(ports), ports, dir).await,
-        ProxyKind::EnvoyHttp => panic!("deploy/nethvoice/ ships no Envoy HTTP ext_authz config"),
+        ProxyKind::EnvoyHttp | ProxyKind::EnvoyGrpcUnix | ProxyKind::NginxUnix => {
+            panic!("deploy/nethvoice/ ships one Envoy (gRPC) and one nginx config, over TCP")
+        }
     }
 }
 

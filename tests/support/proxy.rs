@@ -1,22 +1,24 @@
 //! The real Envoy and nginx in front of an in-process authgate ([`TestApp`] on the system
 //! clock) and the [`Echo`] upstream standing in for the legacy application: rendering the
-//! shipped configs in `envoy/` and `nginx/` with the test's ports, starting the stack, and the
-//! table of checks every proxy mode must pass.
+//! shipped configs in `envoy/` and `nginx/` with the test's ports (and, for the Unix socket
+//! variants, the test's socket paths), starting the stack, and the table of checks every
+//! proxy mode must pass.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
 use authgate::clock::Clock;
-use authgate::config::{Access, Algorithm};
+use authgate::config::{Access, Algorithm, ListenAddr};
 use authgate::token::Kind;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::app::{TestApp, routes};
-use super::client::{HttpResponse, get, post_json, request};
+use super::client::{HttpResponse, get, post_json, request, request_unix};
 use super::echo::{Echo, Seen};
 use super::hostile::{alg_none_token, hs256_token, jwt_part, tampered_signature};
 use super::process::{ChildProcess, envoy_bin, free_ports, local, nginx_bin, repo_path};
@@ -98,6 +100,64 @@ pub fn envoy_http_config(p: &Ports) -> String {
     )
 }
 
+/// Where authgate listens for a Unix socket variant whose files are under `dir`: the gRPC
+/// and the HTTP socket.
+pub fn authgate_sockets(dir: &Path) -> [PathBuf; 2] {
+    [
+        dir.join("authgate-grpc.sock"),
+        dir.join("authgate-http.sock"),
+    ]
+}
+
+/// `envoy/envoy-grpc-uds.yaml`: the ports, and authgate's sockets under `dir`.
+pub fn envoy_grpc_uds_config(p: &Ports, dir: &Path) -> String {
+    let template = std::fs::read_to_string(repo_path("envoy/envoy-grpc-uds.yaml"))
+        .expect("read envoy/envoy-grpc-uds.yaml");
+    let [grpc, http] = authgate_sockets(dir);
+    render(
+        &template,
+        "envoy/envoy-grpc-uds.yaml",
+        &[
+            ("port_value: 10000", format!("port_value: {}", p.proxy)),
+            ("port_value: 9901", format!("port_value: {}", p.admin)),
+            (
+                "pipe: { path: /run/authgate/grpc.sock }",
+                format!("pipe: {{ path: {} }}", grpc.display()),
+            ),
+            (
+                "pipe: { path: /run/authgate/http.sock }",
+                format!("pipe: {{ path: {} }}", http.display()),
+            ),
+            ("port_value: 8179", format!("port_value: {}", p.legacy)),
+        ],
+    )
+}
+
+/// `nginx/nginx-uds.conf`: the ports, and authgate's HTTP socket under `dir`.
+pub fn nginx_uds_config(p: &Ports, dir: &Path) -> String {
+    let template = std::fs::read_to_string(repo_path("nginx/nginx-uds.conf"))
+        .expect("read nginx/nginx-uds.conf");
+    let [_, http] = authgate_sockets(dir);
+    render(
+        &template,
+        "nginx/nginx-uds.conf",
+        &[
+            (
+                "listen 127.0.0.1:8000;",
+                format!("listen 127.0.0.1:{};", p.proxy),
+            ),
+            (
+                "server unix:/run/authgate/http.sock;",
+                format!("server unix:{};", http.display()),
+            ),
+            (
+                "server 127.0.0.1:8179;",
+                format!("server 127.0.0.1:{};", p.legacy),
+            ),
+        ],
+    )
+}
+
 /// nginx keeps every writable path relative to its `-p` prefix, so only ports change.
 pub fn nginx_config(p: &Ports) -> String {
     let template =
@@ -173,6 +233,10 @@ pub enum ProxyKind {
     EnvoyGrpc,
     EnvoyHttp,
     Nginx,
+    /// `envoy/envoy-grpc-uds.yaml`: gRPC ext_authz and the API over Unix sockets.
+    EnvoyGrpcUnix,
+    /// `nginx/nginx-uds.conf`: auth_request and the API over a Unix socket.
+    NginxUnix,
 }
 
 impl ProxyKind {
@@ -181,12 +245,27 @@ impl ProxyKind {
             ProxyKind::EnvoyGrpc => "envoy (gRPC ext_authz)",
             ProxyKind::EnvoyHttp => "envoy (HTTP ext_authz)",
             ProxyKind::Nginx => "nginx (auth_request)",
+            ProxyKind::EnvoyGrpcUnix => "envoy (gRPC ext_authz over a Unix socket)",
+            ProxyKind::NginxUnix => "nginx (auth_request over a Unix socket)",
         }
+    }
+
+    pub fn is_envoy(self) -> bool {
+        !self.is_nginx()
+    }
+
+    pub fn is_nginx(self) -> bool {
+        matches!(self, ProxyKind::Nginx | ProxyKind::NginxUnix)
+    }
+
+    /// Whether the proxy reaches authgate over Unix sockets ([`authgate_sockets`]).
+    pub fn over_unix(self) -> bool {
+        matches!(self, ProxyKind::EnvoyGrpcUnix | ProxyKind::NginxUnix)
     }
 
     /// Envoy hands authgate's JSON error body to the client; nginx shows its own error page.
     pub fn denials_carry_json(self) -> bool {
-        matches!(self, ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp)
+        self.is_envoy()
     }
 }
 
@@ -200,9 +279,10 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts `kind` with its shipped config rendered for `ports`, writing under `dir`, and waits
-/// until it accepts connections at `ports.proxy`.
-pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) -> ChildProcess {
+/// Starts `kind` with its shipped config rendered for `ports` (and authgate's sockets under
+/// `dir` for the Unix socket variants), writing under `dir`, and waits until it accepts
+/// connections at `ports.proxy`.
+pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &Path) -> ChildProcess {
     match kind {
         ProxyKind::EnvoyGrpc => {
             spawn_envoy("envoy-grpc.yaml", &envoy_grpc_config(ports), ports, dir).await
@@ -210,7 +290,12 @@ pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) 
         ProxyKind::EnvoyHttp => {
             spawn_envoy("envoy-http.yaml", &envoy_http_config(ports), ports, dir).await
         }
+        ProxyKind::EnvoyGrpcUnix => {
+            let config = envoy_grpc_uds_config(ports, dir);
+            spawn_envoy("envoy-grpc-uds.yaml", &config, ports, dir).await
+        }
         ProxyKind::Nginx => spawn_nginx(&nginx_config(ports), ports, dir).await,
+        ProxyKind::NginxUnix => spawn_nginx(&nginx_uds_config(ports, dir), ports, dir).await,
     }
 }
 
@@ -269,6 +354,7 @@ impl Stack {
     pub async fn start(kind: ProxyKind) -> Self {
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
+        let [grpc_socket, http_socket] = authgate_sockets(dir.path());
         // On the system clock: the proxies live in real time.
         let authgate = TestApp::builder()
             .file_users(&[(USER, PASSWORD)])
@@ -283,15 +369,22 @@ impl Stack {
                     ("/", Access::Token),
                 ])
             })
+            .config(|c| {
+                if kind.over_unix() {
+                    c.listen.grpc = ListenAddr::Unix(grpc_socket);
+                    c.listen.http = ListenAddr::Unix(http_socket);
+                }
+            })
             .start()
             .await;
         let echo = Echo::start().await;
         let picked = free_ports(2);
+        let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
         let ports = Ports {
             proxy: picked[0],
             admin: picked[1],
-            authgate_grpc: authgate.grpc_addr().port(),
-            authgate_http: authgate.http_addr().port(),
+            authgate_grpc: port(&authgate.running().grpc_addr),
+            authgate_http: port(&authgate.running().http_addr),
             legacy: echo.addr.port(),
         };
         let addr = local(ports.proxy);
@@ -300,8 +393,8 @@ impl Stack {
             "[{}] stack up in {:?}: proxy {addr}, authgate http {} grpc {}, upstream {}",
             kind.name(),
             started.elapsed(),
-            authgate.http_addr(),
-            authgate.grpc_addr(),
+            authgate.running().http_addr,
+            authgate.running().grpc_addr,
             echo.addr
         );
         Self {
@@ -316,13 +409,29 @@ impl Stack {
 
     /// Logs in directly at authgate (not through the proxy).
     pub async fn login(&self) -> anyhow::Result<Tokens> {
-        let resp = post_json(
-            self.authgate.http_addr(),
-            "/auth/login",
-            &json!({"username": USER, "password": PASSWORD}),
-        )
-        .await?;
+        let body = json!({"username": USER, "password": PASSWORD});
+        let resp = match &self.authgate.running().http_addr {
+            ListenAddr::Tcp(addr) => post_json(*addr, "/auth/login", &body).await?,
+            ListenAddr::Unix(path) => {
+                request_unix(
+                    path,
+                    "POST",
+                    "/auth/login",
+                    &[("Content-Type", "application/json")],
+                    Some(&serde_json::to_vec(&body)?),
+                )
+                .await?
+            }
+        };
         parse_tokens(&resp)
+    }
+
+    /// `GET target` directly at authgate's HTTP listener (not through the proxy).
+    pub async fn authgate_get(&self, target: &str) -> anyhow::Result<HttpResponse> {
+        match &self.authgate.running().http_addr {
+            ListenAddr::Tcp(addr) => get(*addr, target, &[]).await,
+            ListenAddr::Unix(path) => request_unix(path, "GET", target, &[], None).await,
+        }
     }
 
     pub async fn get(
@@ -484,9 +593,7 @@ impl Stack {
             .as_str()
             .map(str::to_owned);
         let claims = jwt_part(&tokens.access, 1);
-        let jwks = get(self.authgate.http_addr(), "/.well-known/jwks.json", &[])
-            .await?
-            .json()?;
+        let jwks = self.authgate_get("/.well-known/jwks.json").await?.json()?;
         let public_x = jwks["keys"][0]["x"]
             .as_str()
             .ok_or_else(|| anyhow!("JWKS has no OKP key with x: {jwks}"))?
@@ -882,9 +989,10 @@ impl Stack {
                 headers.len(),
                 resp.status
             );
-            let expected: &[u16] = match self.kind {
-                ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => &[503],
-                ProxyKind::Nginx => &[500, 502, 503],
+            let expected: &[u16] = if self.kind.is_envoy() {
+                &[503]
+            } else {
+                &[500, 502, 503]
             };
             ensure!(
                 expected.contains(&resp.status),
@@ -1049,33 +1157,30 @@ impl Stack {
                 ],
             )
             .await?;
-        match self.kind {
-            ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
-                ensure!(
-                    resp.status == 400,
-                    "underscores: expected 400, got {}",
-                    resp.describe()
-                );
-                self.expect_upstream_untouched("underscore identity headers", before)
-            }
-            ProxyKind::Nginx => {
-                ensure!(
-                    resp.status == 200,
-                    "underscores: expected 200, got {}",
-                    resp.describe()
-                );
-                let seen = self.upstream_single("underscore identity headers", before)?;
-                ensure!(
-                    !seen.headers.keys().any(|k| k.contains('_')),
-                    "underscores: the app got {:?}",
-                    seen.headers
-                );
-                self.expect_identity(
-                    "underscore identity headers",
-                    &seen,
-                    &Self::sid_of(&tokens.access),
-                )
-            }
+        if self.kind.is_envoy() {
+            ensure!(
+                resp.status == 400,
+                "underscores: expected 400, got {}",
+                resp.describe()
+            );
+            self.expect_upstream_untouched("underscore identity headers", before)
+        } else {
+            ensure!(
+                resp.status == 200,
+                "underscores: expected 200, got {}",
+                resp.describe()
+            );
+            let seen = self.upstream_single("underscore identity headers", before)?;
+            ensure!(
+                !seen.headers.keys().any(|k| k.contains('_')),
+                "underscores: the app got {:?}",
+                seen.headers
+            );
+            self.expect_identity(
+                "underscore identity headers",
+                &seen,
+                &Self::sid_of(&tokens.access),
+            )
         }
     }
 
