@@ -351,6 +351,11 @@ pub struct RemoteBackendConfig {
     /// credentials, query or fragment); the relay dials `{ws_url}/socket.io/?...`. Default:
     /// `backend.url` with its scheme swapped (`http` -> `ws`, `https` -> `wss`).
     pub ws_url: Option<String>,
+    /// `backend.ca_file`: a PEM file with the CA certificate(s) that sign the backend's
+    /// certificate, for an `https` url (and a `wss` ws_url). With it only that CA is trusted;
+    /// without it, the public (Mozilla) roots. Read and checked at start-up and by
+    /// `check-config`. Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RemoteBackendConfig {
@@ -428,6 +433,8 @@ struct RawBackend {
     timeout: Duration,
     #[serde(default)]
     ws_url: Option<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
 }
 
 // Not `#[serde(tag = "kind")]`: serde buffers an internally tagged enum's content before it
@@ -441,6 +448,7 @@ impl<'de> Deserialize<'de> for BackendConfig {
             url: raw.url.clone(),
             timeout: raw.timeout,
             ws_url: raw.ws_url.clone(),
+            ca_file: raw.ca_file.clone(),
         };
         Ok(match raw.kind {
             BackendKind::Nethcti => BackendConfig::Nethcti(remote()),
@@ -534,13 +542,59 @@ pub enum StoreKind {
     /// A database file under `store.path`, for a single replica.
     Embedded,
     /// One Redis shared by every replica.
-    Redis {
-        /// `store.url`: `redis://[:password@]host[:port][/db]` or `unix://path`; required
-        /// with `kind = "redis"` (and ignored with "embedded", so one file can switch kind
-        /// with `AUTHGATE_STORE__KIND` alone). It may carry a password: set it through
-        /// `AUTHGATE_STORE__URL` rather than in the file.
-        url: RedisUrl,
-    },
+    Redis(RedisConfig),
+}
+
+/// The keys of `kind = "redis"` (each ignored with "embedded", so one file can switch kind
+/// with `AUTHGATE_STORE__KIND` alone).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisConfig {
+    /// `store.url`: `redis://[[user]:password@]host[:port][/db]`, `rediss://...` (TLS) or
+    /// `unix://path`; this or `url_file` is required. A password in it belongs in
+    /// `password_file` (or `url_file`, or `AUTHGATE_STORE__URL`), not in the file.
+    pub url: RedisUrl,
+    /// `store.url_file`: a file holding the whole URL (a Kubernetes Secret), read at start-up
+    /// and by `check-config`; instead of `url`. Default none.
+    pub url_file: Option<PathBuf>,
+    /// `store.password_file`: a file holding the Redis password (surrounding line breaks
+    /// ignored), read at start-up and by `check-config`; `url` then carries none. Default none.
+    pub password_file: Option<PathBuf>,
+    /// The password read from `password_file`.
+    pub password: Option<Secret>,
+    /// `store.ca_file`: a PEM file with the CA certificate(s) that sign Redis's certificate,
+    /// for a `rediss://` url. With it only that CA is trusted; without it, the public (Mozilla)
+    /// roots. Default none.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RedisConfig {
+    /// Redis at `url`, nothing else set.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: RedisUrl::new(url),
+            ..Self::default()
+        }
+    }
+}
+
+/// A secret read from a file: `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl StoreKind {
@@ -554,7 +608,7 @@ impl StoreKind {
 }
 
 /// A Redis URL. It may hold a password, so `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct RedisUrl(String);
 
 impl RedisUrl {
@@ -577,7 +631,7 @@ impl StoreConfig {
     /// The Redis URL when `kind = "redis"`.
     pub fn redis_url(&self) -> Option<&str> {
         match &self.kind {
-            StoreKind::Redis { url } => Some(url.as_str()),
+            StoreKind::Redis(redis) => Some(redis.url.as_str()),
             StoreKind::Embedded => None,
         }
     }
@@ -615,6 +669,12 @@ struct RawStore {
     path: PathBuf,
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    url_file: Option<PathBuf>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
 }
 
 impl<'de> Deserialize<'de> for StoreConfig {
@@ -622,14 +682,27 @@ impl<'de> Deserialize<'de> for StoreConfig {
         let raw = RawStore::deserialize(d)?;
         let kind = match raw.kind {
             StoreTag::Embedded => StoreKind::Embedded,
-            StoreTag::Redis => StoreKind::Redis {
-                // `missing field` is how the key is named: see `serde_path_error`.
-                url: RedisUrl(raw.url.ok_or_else(|| {
-                    <D::Error as serde::de::Error>::custom(
-                        "missing field `url`: required when kind = \"redis\"",
-                    )
-                })?),
-            },
+            StoreTag::Redis => {
+                // With `url_file` the URL is read later (`Config::read_files`).
+                let url = match (raw.url, &raw.url_file) {
+                    (Some(url), _) => url,
+                    (None, Some(_)) => String::new(),
+                    // `missing field` is how the key is named: see `serde_path_error`.
+                    (None, None) => {
+                        return Err(<D::Error as serde::de::Error>::custom(
+                            "missing field `url`: required when kind = \"redis\" \
+                             (or url_file)",
+                        ));
+                    }
+                };
+                StoreKind::Redis(RedisConfig {
+                    url: RedisUrl(url),
+                    url_file: raw.url_file,
+                    password_file: raw.password_file,
+                    password: None,
+                    ca_file: raw.ca_file,
+                })
+            }
         };
         Ok(Self {
             path: raw.path,
@@ -820,9 +893,43 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let config: Config = serde_path_error(table)?;
+        let mut config: Config = serde_path_error(table)?;
+        config.read_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads what the `*_file` keys name: the secrets into the configuration
+    /// (`store.url_file`, `store.password_file`), the CA files only to check that they hold
+    /// certificates (`store.ca_file`, `backend.ca_file`; the clients read them again when they
+    /// are built). The one I/O of loading a configuration; an error names the key and the file,
+    /// never what the file holds.
+    pub fn read_files(&mut self) -> Result<(), ConfigError> {
+        if let StoreKind::Redis(redis) = &mut self.store.kind {
+            if let Some(path) = &redis.url_file {
+                if !redis.url.as_str().is_empty() {
+                    return Err(ConfigError::invalid(
+                        "store.url_file",
+                        "set store.url or store.url_file, not both",
+                    ));
+                }
+                redis.url = RedisUrl(read_secret_file("store.url_file", path)?);
+            }
+            if let Some(path) = &redis.password_file {
+                redis.password = Some(Secret(read_secret_file("store.password_file", path)?));
+            }
+            if let Some(path) = &redis.ca_file {
+                crate::tls::read_ca_file(path)
+                    .map_err(|m| ConfigError::invalid("store.ca_file", m))?;
+            }
+        }
+        if let BackendConfig::Nethcti(remote) | BackendConfig::Http(remote) = &self.backend
+            && let Some(path) = &remote.ca_file
+        {
+            crate::tls::read_ca_file(path)
+                .map_err(|m| ConfigError::invalid("backend.ca_file", m))?;
+        }
+        Ok(())
     }
 
     /// Everything `serve` would refuse about this configuration without doing I/O: URLs
@@ -907,10 +1014,22 @@ impl Config {
                         "must be greater than zero",
                     ));
                 }
-                ws_url(&remote.ws_url()).map_err(|m| {
+                let ws = ws_url(&remote.ws_url()).map_err(|m| {
                     // A derived URL fails only with `backend.url`, already refused above.
                     ConfigError::invalid("backend.ws_url", m)
                 })?;
+                let tls = remote
+                    .url
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+                    || ws.scheme() == "wss";
+                if remote.ca_file.is_some() && !tls {
+                    return Err(ConfigError::invalid(
+                        "backend.ca_file",
+                        "backend.url is not https:// (nor backend.ws_url wss://): no TLS to \
+                         check",
+                    ));
+                }
             }
             BackendConfig::File(file) => {
                 if file.users_file.as_os_str().is_empty() {
@@ -921,8 +1040,37 @@ impl Config {
                 }
             }
         }
-        if let StoreKind::Redis { url } = &self.store.kind {
-            check_redis_url(url.as_str()).map_err(|m| ConfigError::invalid("store.url", m))?;
+        if let StoreKind::Redis(redis) = &self.store.kind {
+            let key = if redis.url_file.is_some() {
+                "store.url_file"
+            } else {
+                "store.url"
+            };
+            let info =
+                check_redis_url(redis.url.as_str()).map_err(|m| ConfigError::invalid(key, m))?;
+            let tls = match info.addr() {
+                redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "#insecure turns off Redis certificate checks; name the CA in \
+                         store.ca_file instead",
+                    ));
+                }
+                redis::ConnectionAddr::TcpTls { .. } => true,
+                _ => false,
+            };
+            if redis.ca_file.is_some() && !tls {
+                return Err(ConfigError::invalid(
+                    "store.ca_file",
+                    format!("{key} is not a rediss:// url: no TLS to check"),
+                ));
+            }
+            if redis.password.is_some() && info.redis_settings().password().is_some() {
+                return Err(ConfigError::invalid(
+                    "store.password_file",
+                    format!("{key} carries a password too; keep it in one place"),
+                ));
+            }
         }
         if self.totp.issuer.contains(':') {
             return Err(ConfigError::invalid(
@@ -1139,15 +1287,30 @@ pub fn backend_url(kind: BackendKind, url: &str) -> Result<reqwest::Url, String>
 
 /// Whether the Redis client accepts `url` (the same parser the store connects with). The
 /// message never quotes the URL: it may hold a password.
-fn check_redis_url(url: &str) -> Result<(), String> {
-    redis::IntoConnectionInfo::into_connection_info(url)
-        .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "not a usable redis url ({}); expected redis://[:password@]host[:port][/db] or unix://path",
-                e.category()
-            )
-        })
+fn check_redis_url(url: &str) -> Result<redis::ConnectionInfo, String> {
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+        format!(
+            "not a usable redis url ({}); expected redis://[:password@]host[:port][/db], \
+             rediss://... (TLS) or unix://path",
+            e.category()
+        )
+    })
+}
+
+/// The contents of a secret file named by `key`, without the line break editors and
+/// `kubectl create secret --from-file` leave at its end; empty is an error. The message names
+/// the key and the path, never the contents.
+fn read_secret_file(key: &str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(secret.to_owned())
 }
 
 /// Deserialises, naming the dotted key (`tokens.access_ttl`, `policy.routes[0].access`) at fault.
@@ -1440,6 +1603,7 @@ cookie = "authgate_access"
                 url: "http://127.0.0.1:8179".into(),
                 timeout: Duration::from_secs(2),
                 ws_url: None,
+                ca_file: None,
             })
         );
         // The url of another kind is ignored: one file switches kind by one override.
@@ -1582,11 +1746,36 @@ cookie = "authgate_access"
     }
 
     #[test]
+    fn secret_files_are_read_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "hunter2\r\n").unwrap();
+        let c = Config::from_toml_str(&format!(
+            "[store]\nkind = \"redis\"\nurl = \"redis://h:6379/1\"\npassword_file = {password:?}\n"
+        ))
+        .unwrap();
+        let StoreKind::Redis(redis) = &c.store.kind else {
+            panic!("{:?}", c.store.kind)
+        };
+        assert_eq!(redis.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "Debug shows the password"
+        );
+        // A URL from its file is checked like an inline one, the key named being the file's.
+        let url = dir.path().join("url");
+        std::fs::write(&url, "http://not-redis\n").unwrap();
+        let text = format!("[store]\nkind = \"redis\"\nurl_file = {url:?}\n");
+        assert_eq!(bad_key(&text), "store.url_file");
+    }
+
+    #[test]
     fn ws_url_defaults_to_the_scheme_swapped_url() {
         let remote = |url: &str, ws: Option<&str>| RemoteBackendConfig {
             url: url.into(),
             timeout: Duration::from_secs(1),
             ws_url: ws.map(str::to_owned),
+            ca_file: None,
         };
         assert_eq!(remote("http://h:8179", None).ws_url(), "ws://h:8179");
         assert_eq!(

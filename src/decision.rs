@@ -50,6 +50,9 @@ pub struct Allow {
     /// The authenticated user and session; `None` on a public route.
     pub user: Option<Arc<str>>,
     pub session: Option<Arc<str>>,
+    /// The token's `amr`, comma-separated (`pwd`, `pwd,otp`, `svc`); empty on a public route.
+    /// A static string for every combination authgate mints: reporting it copies nothing.
+    pub amr: Cow<'static, str>,
     /// Headers to set, replacing any client copy.
     pub set_headers: Vec<(&'static str, String)>,
     /// Headers to remove (client copies of ours, the bearer token).
@@ -217,6 +220,17 @@ impl Denial {
         match self {
             Denial::RouteClosed => "access_denied",
             d => d.error_code().unwrap_or("unauthorized"),
+        }
+    }
+
+    /// Why, as one stable snake_case word for logs and the proxy's metadata (`no_token`,
+    /// `expired`, `revoked`, ...): the metrics outcome, with the two service-token refusals
+    /// told apart.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denial::ServiceToken => "service_token",
+            Denial::ServiceOnly => "service_only",
+            d => d.outcome().label(),
         }
     }
 
@@ -394,6 +408,7 @@ impl Checker {
         Ok(Allow {
             user: Some(verified.sub.clone()),
             session: Some(verified.sid.clone()),
+            amr: verified.amr_label(),
             set_headers,
             remove_headers,
             remove_query: self.token_params(req.path),
@@ -520,6 +535,7 @@ mod tests {
         let user = f.token(Kind::Access, &["pwd", "otp"]);
         let a = allow(f.bearer("/svc/x", &svc));
         assert_eq!(a.user.as_deref(), Some("alice"));
+        assert_eq!(a.amr, "svc");
         assert!(a.set_headers.contains(&(X_AUTH_SESSION, "sid-1".into())));
         assert!(!a.set_headers.iter().any(|(k, _)| *k == AUTHORIZATION));
         assert_eq!(a.remove_headers, vec![AUTHORIZATION]);
@@ -529,6 +545,8 @@ mod tests {
             assert_eq!(d.error_code(), Some("insufficient_scope"));
         }
         assert_eq!(denial(f.bearer("/svc/x", &user)), Denial::ServiceOnly);
+        assert_eq!(Denial::ServiceOnly.reason(), "service_only");
+        assert_eq!(allow(f.bearer("/mfa/x", &user)).amr, "pwd,otp");
         assert_eq!(denial(f.bearer("/svc/x", &user)).status(), 403);
         allow(f.bearer("/mfa/x", &user));
         // The login API's own bearer check refuses them too.
@@ -557,6 +575,7 @@ mod tests {
         let t = f.token(Kind::Access, &["pwd"]);
         let a = allow(f.bearer("/api/x?y=1", &t));
         assert_eq!(a.user.as_deref(), Some("alice"));
+        assert!(matches!(a.amr, Cow::Borrowed("pwd")), "{:?}", a.amr);
         assert!(a.set_headers.contains(&(X_AUTH_USER, "alice".into())));
         assert!(a.set_headers.contains(&(X_AUTH_SESSION, "sid-1".into())));
         assert_eq!(a.remove_headers, vec![AUTHORIZATION]);
@@ -636,6 +655,7 @@ mod tests {
         f.clock.advance(900 + 31);
         let d = denial(f.bearer("/api", &t));
         assert_eq!((d.status(), d), (401, Denial::Expired));
+        assert_eq!(d.reason(), "expired");
         assert!(
             d.www_authenticate()
                 .unwrap()
@@ -682,7 +702,7 @@ mod tests {
     fn public_routes_strip_identity_headers_only() {
         let f = fixture("");
         let a = allow(f.check("/auth/login", &[("x-auth-user", "mallory")]));
-        assert!(a.user.is_none());
+        assert!(a.user.is_none() && a.amr.is_empty());
         assert_eq!(a.remove_headers, vec![X_AUTH_USER, X_AUTH_SESSION]);
         assert!(a.set_headers.is_empty());
         // A spoofed identity header is no credential.

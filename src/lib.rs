@@ -24,5 +24,6 @@ pub mod relay;
 pub mod revocation;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod token;
 pub mod web;

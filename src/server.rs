@@ -53,6 +53,7 @@ pub struct App {
 /// file, the embedded database). A store that cannot be read yet (Redis down) is no failure:
 /// the replica serves unready until the revocation sync loop first reaches it.
 pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
+    crate::tls::install_default_provider();
     let tokens = Arc::new(
         TokenService::new(config, clock.clone())
             .with_context(|| format!("loading keys under {}", config.store.path.display()))?,

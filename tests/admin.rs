@@ -105,7 +105,7 @@ impl Server {
 
     async fn login(&self, dir: &Path) -> reqwest::Response {
         let password = std::fs::read_to_string(dir.join("data/demo-password")).unwrap();
-        reqwest::Client::new()
+        support::http_client()
             .post(format!("{}/auth/login", self.base))
             .header("user-agent", "admin-test/1")
             .json(&json!({"username": "demo", "password": password.trim()}))
@@ -123,7 +123,7 @@ impl Server {
 
     /// The check as nginx asks it: status and the headers for upstream.
     async fn authz(&self, path: &str, token: &str) -> (u16, reqwest::header::HeaderMap) {
-        let r = reqwest::Client::new()
+        let r = support::http_client()
             .get(format!("{}/authz", self.base))
             .header("x-original-uri", path)
             .header("authorization", format!("Bearer {token}"))
@@ -243,7 +243,7 @@ async fn admin_cli_against_a_running_server() {
     assert!(headers.get("authorization").is_none());
     assert_eq!(server.authz("/api/x", &svc).await.0, 403);
     assert_eq!(server.authz("/mfa/x", &svc).await.0, 403);
-    let me = reqwest::Client::new()
+    let me = support::http_client()
         .get(format!("{}/auth/me", server.base))
         .bearer_auth(&svc)
         .send()
@@ -594,7 +594,7 @@ async fn revoke_all_leaves_no_session_of_a_login_in_flight_elsewhere() {
         sim.set_delay(delay);
         let url = format!("{}/auth/login", b.base);
         let in_flight = tokio::spawn(async move {
-            reqwest::Client::new()
+            support::http_client()
                 .post(url)
                 .json(&json!({"username": "alice", "password": "secret"}))
                 .send()

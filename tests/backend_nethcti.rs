@@ -60,7 +60,7 @@ fn login_error(result: Result<Verdict, BackendError>) -> BackendError {
 
 /// What the simulator answers on `/user/me` for this credential, asked directly.
 async fn sim_me_status(sim: &NethctiSim, credential: &SecretString) -> u16 {
-    reqwest::Client::builder()
+    support::http_client_builder()
         .no_proxy()
         .build()
         .unwrap()

@@ -102,6 +102,115 @@ fn check_config_exits_64_naming_the_key() {
     );
 }
 
+/// The `*_file` keys are read by `check-config` as by `serve`: an unreadable or unusable file
+/// is exit 64 naming the key (and the path), never quoting what the file holds.
+#[test]
+fn check_config_reads_the_secret_and_ca_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let secret = "hunter2-in-a-file";
+    let password = file("password", &format!("{secret}\n"));
+    let empty = file("empty", "\n");
+    let not_pem = file("not-pem", &format!("{secret}\n"));
+    let ca = file("ca.pem", &support::tls::TestCa::new("cli CA").cert_pem);
+    let url_file = file("url", &format!("rediss://:{secret}@127.0.0.1:6380/\n"));
+    let insecure = file(
+        "insecure-url",
+        &format!("rediss://:{secret}@h:6380/#insecure"),
+    );
+    let missing = dir.path().join("missing").to_str().unwrap().to_owned();
+    let redis = "[store]\nkind = \"redis\"\n";
+    let https = "[backend]\nkind = \"nethcti\"\nurl = \"https://10.0.0.5/webrest\"\n";
+    let config = dir.path().join("authgate.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        run(
+            &["check-config", "--config", config.to_str().unwrap()],
+            dir.path(),
+            "",
+        )
+    };
+    for text in [
+        format!(
+            "{redis}url = \"rediss://127.0.0.1:6380/\"\npassword_file = {password:?}\nca_file = {ca:?}\n"
+        ),
+        format!("{redis}url_file = {url_file:?}\nca_file = {ca:?}\n"),
+        format!("{https}ca_file = {ca:?}\n"),
+    ] {
+        let (code, out, err) = check(&text);
+        assert_eq!(code, 0, "{text}\n{out}{err}");
+    }
+    // (text, key named, the file named when the file itself is at fault)
+    let cases: Vec<(String, &str, Option<&str>)> = vec![
+        (
+            format!("{redis}url = \"redis://h\"\npassword_file = {missing:?}\n"),
+            "store.password_file",
+            Some(&missing),
+        ),
+        (
+            format!("{redis}url = \"redis://h\"\npassword_file = {empty:?}\n"),
+            "store.password_file",
+            Some(&empty),
+        ),
+        (
+            format!("{redis}url = \"redis://:pw@h\"\npassword_file = {password:?}\n"),
+            "store.password_file",
+            None,
+        ),
+        (
+            format!("{redis}url_file = {missing:?}\n"),
+            "store.url_file",
+            Some(&missing),
+        ),
+        (
+            format!("{redis}url = \"redis://h\"\nurl_file = {url_file:?}\n"),
+            "store.url_file",
+            None,
+        ),
+        (
+            format!("{redis}url_file = {insecure:?}\n"),
+            "store.url_file",
+            None,
+        ),
+        (
+            format!("{redis}url = \"rediss://h\"\nca_file = {not_pem:?}\n"),
+            "store.ca_file",
+            Some(&not_pem),
+        ),
+        (
+            format!("{redis}url = \"redis://h\"\nca_file = {ca:?}\n"),
+            "store.ca_file",
+            None,
+        ),
+        (
+            format!("{https}ca_file = {missing:?}\n"),
+            "backend.ca_file",
+            Some(&missing),
+        ),
+        (
+            format!("{https}ca_file = {not_pem:?}\n"),
+            "backend.ca_file",
+            Some(&not_pem),
+        ),
+        (
+            format!("[backend]\nkind = \"http\"\nurl = \"http://h/login\"\nca_file = {ca:?}\n"),
+            "backend.ca_file",
+            None,
+        ),
+    ];
+    for (text, key, path) in cases {
+        let (code, out, err) = check(&text);
+        assert_eq!(code, 64, "{text}\n{out}{err}");
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(path.is_none_or(|p| err.contains(p)), "{text}: {err}");
+        assert!(!format!("{out}{err}").contains(secret), "{text}: {err}");
+    }
+}
+
 /// What `serve` would refuse at start-up because of the configuration, `check-config` refuses
 /// first, naming the key (without I/O: nothing here exists or listens).
 #[test]
@@ -172,7 +281,7 @@ fn serve_first_run_login_check_and_sigterm_without_leaking_secrets() {
     let password = password.trim();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (access, refresh) = rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = support::http_client();
         let bad = c
             .post(format!("{base}/auth/login"))
             .json(&serde_json::json!({"username": "demo", "password": "wrong-password-123"}))
@@ -348,7 +457,7 @@ fn password_logins_give_their_memory_back() {
     let idle = vm_rss_kib(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let statuses = rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = support::http_client();
         let body = serde_json::json!({"username": "demo", "password": password.trim()});
         let mut statuses = Vec::new();
         // Two rounds of four at once: several blocking threads, each with its own arena.
@@ -463,7 +572,7 @@ fn rotate_keys_revoke_old_reaches_a_running_server() {
 }
 
 async fn demo_login(base: &str, password: &str) -> String {
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: serde_json::Value = support::http_client()
         .post(format!("{base}/auth/login"))
         .json(&serde_json::json!({"username": "demo", "password": password}))
         .send()
@@ -476,7 +585,7 @@ async fn demo_login(base: &str, password: &str) -> String {
 }
 
 async fn authz_status(base: &str, token: &str) -> u16 {
-    reqwest::Client::new()
+    support::http_client()
         .get(format!("{base}/authz/api"))
         .header("authorization", format!("Bearer {token}"))
         .send()

@@ -85,7 +85,7 @@ async fn kill_9_mid_write_loses_no_confirmed_revocation() {
         authgate::backend::file::set_user(&users, user, "a password").unwrap();
     }
     let server = serve(dir.path()).await;
-    let c = reqwest::Client::new();
+    let c = support::http_client();
 
     // A confirmed enrollment, of another user (enabling 2FA revokes that user's sessions).
     // The code comes from the tests' own RFC 6238.

@@ -519,7 +519,7 @@ async fn nethcti_backend_credential_is_sealed_and_injected() {
     assert_eq!(user, "alice");
     assert_eq!(legacy.len(), 40);
     assert!(!access.contains(legacy), "legacy token visible in the JWT");
-    let me = reqwest::Client::new()
+    let me = support::http_client()
         .get(format!("{}/user/me", sim.url()))
         .header("authorization", &credential)
         .send()

@@ -49,6 +49,7 @@ fn http_app(sim: &NethctiSim) -> TestAppBuilder {
             url,
             timeout: Duration::from_secs(5),
             ws_url: None,
+            ca_file: None,
         })
     })
 }
@@ -139,7 +140,7 @@ async fn alias_login_of_a_2fa_user_needs_the_second_factor_and_sub_is_canonical(
     assert_eq!(allow.headers["x-auth-user"], "alice");
     // The legacy credential is one the server accepts (it keys grants on the login name).
     let credential = allow.headers["authorization"].to_str().unwrap().to_owned();
-    let me = reqwest::Client::new()
+    let me = support::http_client()
         .get(format!("{}/user/me", sim.url()))
         .header("authorization", &credential)
         .send()

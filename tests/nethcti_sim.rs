@@ -40,7 +40,7 @@ fn rfc2104_hmac_sha1_hex(key: &[u8], message: &[u8]) -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    support::http_client_builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

@@ -13,6 +13,7 @@ mod support;
 use support::redis::RedisServer;
 
 use authgate::clock::Clock;
+use authgate::config::RedisConfig;
 use authgate::store::redis::RedisStore;
 use authgate::store::{Ns, Store, StoreError, update};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,7 +91,7 @@ async fn wait_recovered(store: &RedisStore, within: Duration) -> Duration {
 async fn conforms() {
     let server = RedisServer::start();
     let clock = Clock::manual(1_000);
-    let store = RedisStore::connect(&server.url(), clock.clone())
+    let store = RedisStore::connect(&RedisConfig::new(server.url()), clock.clone())
         .await
         .unwrap();
     authgate::store::conformance::run(&store, &clock).await;
@@ -100,7 +101,7 @@ async fn conforms() {
 async fn values_are_binary_and_redis_cleans_up_after_the_clock() {
     let server = RedisServer::start();
     let clock = Clock::manual(1_000);
-    let store = RedisStore::connect(&server.url(), clock.clone())
+    let store = RedisStore::connect(&RedisConfig::new(server.url()), clock.clone())
         .await
         .unwrap();
     let mut conn = raw(&server).await;
@@ -219,8 +220,16 @@ async fn values_are_binary_and_redis_cleans_up_after_the_clock() {
 async fn replicas_share_writes_versions_and_swaps() {
     let server = RedisServer::start();
     let (clock_a, clock_b) = (Clock::manual(1_000), Clock::manual(1_000));
-    let a = Arc::new(RedisStore::connect(&server.url(), clock_a).await.unwrap());
-    let b = Arc::new(RedisStore::connect(&server.url(), clock_b).await.unwrap());
+    let a = Arc::new(
+        RedisStore::connect(&RedisConfig::new(server.url()), clock_a)
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        RedisStore::connect(&RedisConfig::new(server.url()), clock_b)
+            .await
+            .unwrap(),
+    );
 
     // A revocation written by one replica is seen, versioned and scanned by the other.
     let vb = b.version(Ns::Revoked).await.unwrap();
@@ -320,7 +329,7 @@ async fn replicas_share_writes_versions_and_swaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_redis_fails_fast_and_the_same_store_recovers_after_restart() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(&server.url(), Clock::manual(1_000))
+    let store = RedisStore::connect(&RedisConfig::new(server.url()), Clock::manual(1_000))
         .await
         .unwrap();
     let secret = "sealed-secret-value-7f3a";
@@ -350,7 +359,7 @@ async fn killed_redis_fails_fast_and_the_same_store_recovers_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_redis_times_out_and_the_store_resumes() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url(), Clock::manual(1_000))
+    let store = RedisStore::connect(&RedisConfig::new(server.url()), Clock::manual(1_000))
         .await
         .unwrap();
     store.put(Ns::Mfa, "alice", b"v", 0).await.unwrap();
@@ -430,7 +439,7 @@ async fn silently_dead_connection_is_replaced() {
     let server = RedisServer::start();
     let relay = Relay::start(server.port).await;
     let store = RedisStore::connect(
-        &format!("redis://127.0.0.1:{}/", relay.port),
+        &RedisConfig::new(format!("redis://127.0.0.1:{}/", relay.port)),
         Clock::manual(1_000),
     )
     .await

@@ -236,7 +236,7 @@ fn socket_addr(socket: &NethctiSocket) -> std::net::SocketAddr {
 
 /// A legacy token straight from the simulator (for the baseline without authgate).
 async fn sim_login(sim: &NethctiSim) -> String {
-    let resp = reqwest::Client::new()
+    let resp = support::http_client()
         .post(format!("{}/authentication/login", sim.url()))
         .json(&json!({"username": USER.0, "password": USER.1}))
         .send()

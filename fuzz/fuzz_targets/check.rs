@@ -1125,7 +1125,9 @@ fuzz_target!(|input: Input| {
         }
     };
 
-    let response = authgate::grpc::check_response(decision, authgate::decision::Dialect::OAuth);
+    let reply = authgate::grpc::check_response(decision, authgate::decision::Dialect::OAuth);
+    let _ = reply.encode_to_vec();
+    let response = reply.into_prost();
     let code = response.status.as_ref().map(|s| s.code);
     match (summary, response.http_response) {
         (Ok(()), Some(HttpResponse::OkResponse(_))) => assert_eq!(code, Some(0)),

@@ -7,6 +7,7 @@
 //! (a password must not be re-posted to wherever a 3xx points) and ignores proxy environment
 //! variables (a proxy is not configured for authgate just because the process inherited one).
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
@@ -30,14 +31,21 @@ pub(super) fn parse_url(kind: BackendKind, url: &str) -> Result<Url, BackendErro
     crate::config::backend_url(kind, url).map_err(BackendError::Unavailable)
 }
 
-/// A client whose every request, connection included, ends within `timeout`.
-pub(super) fn build_client(timeout: Duration) -> Result<reqwest::Client, BackendError> {
+/// A client whose every request, connection included, ends within `timeout`; `https` checked
+/// against `ca_file` alone when given, else the public roots (see [`crate::tls`]).
+pub(super) fn build_client(
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, BackendError> {
     if timeout.is_zero() {
         return Err(BackendError::Unavailable(
             "backend timeout must be greater than zero".to_owned(),
         ));
     }
+    let tls = crate::tls::client_config(ca_file, &[b"http/1.1"])
+        .map_err(|e| BackendError::Unavailable(format!("backend.ca_file: {e}")))?;
     reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -82,8 +90,17 @@ impl HttpPostBackend {
     /// `url` is the full login endpoint; `timeout` bounds each request from connect to the
     /// end of the response.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
+        Self::with_ca_file(url, timeout, None)
+    }
+
+    /// [`Self::new`], an `https` url checked against `ca_file` alone (`backend.ca_file`).
+    pub fn with_ca_file(
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, BackendError> {
         Ok(Self {
-            client: build_client(timeout)?,
+            client: build_client(timeout, ca_file)?,
             url: parse_url(BackendKind::Http, url)?,
         })
     }

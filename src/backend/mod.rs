@@ -44,12 +44,16 @@ impl Backend {
     pub fn from_config(cfg: &BackendConfig) -> Result<Self, BackendError> {
         Ok(match cfg {
             BackendConfig::File(f) => Backend::File(file::FileBackend::open(&f.users_file)?),
-            BackendConfig::Nethcti(r) => {
-                Backend::Nethcti(nethcti::NethctiBackend::new(&r.url, r.timeout)?)
-            }
-            BackendConfig::Http(r) => {
-                Backend::Http(http_post::HttpPostBackend::new(&r.url, r.timeout)?)
-            }
+            BackendConfig::Nethcti(r) => Backend::Nethcti(nethcti::NethctiBackend::with_ca_file(
+                &r.url,
+                r.timeout,
+                r.ca_file.as_deref(),
+            )?),
+            BackendConfig::Http(r) => Backend::Http(http_post::HttpPostBackend::with_ca_file(
+                &r.url,
+                r.timeout,
+                r.ca_file.as_deref(),
+            )?),
         })
     }
 

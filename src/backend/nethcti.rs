@@ -57,6 +57,15 @@ impl NethctiBackend {
     /// `http://127.0.0.1:8179`, or `https://host/webrest` behind a proxy); `timeout` bounds
     /// each request from connect to the end of the response.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, BackendError> {
+        Self::with_ca_file(base_url, timeout, None)
+    }
+
+    /// [`Self::new`], an `https` url checked against `ca_file` alone (`backend.ca_file`).
+    pub fn with_ca_file(
+        base_url: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, BackendError> {
         let base = parse_url(BackendKind::Nethcti, base_url)?;
         let endpoint = |suffix: &str| {
             let mut url = base.clone();
@@ -65,7 +74,7 @@ impl NethctiBackend {
             url
         };
         Ok(Self {
-            client: build_client(timeout)?,
+            client: build_client(timeout, ca_file)?,
             login_url: endpoint("/authentication/login"),
             logout_url: endpoint("/authentication/logout"),
             me_url: endpoint("/user/me"),

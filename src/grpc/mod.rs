@@ -6,7 +6,9 @@
 //!
 //! The service is wired by hand rather than through envoy-types' generated server so that the
 //! request is read in place ([`request::CheckCall`]) instead of decoded into prost's owned
-//! structs; responses are ordinary prost messages.
+//! structs; responses are ordinary prost messages, plus the `dynamic_metadata` Envoy logs
+//! (`user`, `session`, `amr` on allow; `reason` on deny), which is written straight from the
+//! decision's strings ([`Metadata`]) rather than built as a `google.protobuf.Struct` map.
 
 mod request;
 
@@ -18,9 +20,11 @@ use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
 };
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use envoy_types::pb::google::rpc;
 use prost::Message;
-use prost::bytes::Buf;
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -52,31 +56,197 @@ fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOp
     }
 }
 
+/// `CheckResponse.dynamic_metadata`: Envoy stores it under the filter's name
+/// (`envoy.filters.http.ext_authz`), where the access log reads it.
+const CHECK_RESPONSE_DYNAMIC_METADATA: u32 = 4;
+const STRUCT_FIELDS: u32 = 1;
+const MAP_KEY: u32 = 1;
+const MAP_VALUE: u32 = 2;
+const VALUE_STRING: u32 = 3;
+
+/// The dynamic metadata of one answer: borrowed or static strings, keys in sorted order
+/// (the order prost writes a `Struct`'s map in), so no map is built per check.
+#[derive(Debug, Clone, Default)]
+pub enum Metadata {
+    /// A public route: nobody to report.
+    #[default]
+    None,
+    Allow {
+        user: Arc<str>,
+        session: Arc<str>,
+        amr: std::borrow::Cow<'static, str>,
+    },
+    Deny {
+        reason: &'static str,
+    },
+}
+
+impl Metadata {
+    /// `(key, value)` pairs, sorted by key.
+    fn entries(&self) -> ([(&str, &str); 3], usize) {
+        match self {
+            Metadata::None => ([("", ""); 3], 0),
+            Metadata::Allow { user, session, amr } => {
+                ([("amr", amr), ("session", session), ("user", user)], 3)
+            }
+            Metadata::Deny { reason } => ([("reason", reason), ("", ""), ("", "")], 1),
+        }
+    }
+
+    fn string_len(tag: u32, s: &str) -> usize {
+        key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+    }
+
+    fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(s.len() as u64, buf);
+        buf.put_slice(s.as_bytes());
+    }
+
+    /// Lengths of one map entry's `Value` and of the entry itself.
+    fn entry_lens(key: &str, value: &str) -> (usize, usize) {
+        let value_len = Self::string_len(VALUE_STRING, value);
+        let entry_len = Self::string_len(MAP_KEY, key)
+            + key_len(MAP_VALUE)
+            + encoded_len_varint(value_len as u64)
+            + value_len;
+        (value_len, entry_len)
+    }
+
+    fn struct_len(&self) -> usize {
+        let (entries, n) = self.entries();
+        entries[..n]
+            .iter()
+            .map(|(k, v)| {
+                let (_, entry) = Self::entry_lens(k, v);
+                key_len(STRUCT_FIELDS) + encoded_len_varint(entry as u64) + entry
+            })
+            .sum()
+    }
+
+    /// Bytes [`Self::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        if matches!(self, Metadata::None) {
+            return 0;
+        }
+        let len = self.struct_len();
+        key_len(CHECK_RESPONSE_DYNAMIC_METADATA) + encoded_len_varint(len as u64) + len
+    }
+
+    /// Writes `CheckResponse` field 4 (`dynamic_metadata`), nothing for [`Metadata::None`].
+    /// Appended after prost's encoding of the other fields, it is what prost would write for
+    /// the same `Struct` (fields in tag order; a unit test compares the bytes).
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        let (entries, n) = self.entries();
+        if n == 0 {
+            return;
+        }
+        encode_key(
+            CHECK_RESPONSE_DYNAMIC_METADATA,
+            WireType::LengthDelimited,
+            buf,
+        );
+        encode_varint(self.struct_len() as u64, buf);
+        for (k, v) in &entries[..n] {
+            let (value_len, entry_len) = Self::entry_lens(k, v);
+            encode_key(STRUCT_FIELDS, WireType::LengthDelimited, buf);
+            encode_varint(entry_len as u64, buf);
+            Self::put_string(MAP_KEY, k, buf);
+            encode_key(MAP_VALUE, WireType::LengthDelimited, buf);
+            encode_varint(value_len as u64, buf);
+            Self::put_string(VALUE_STRING, v, buf);
+        }
+    }
+
+    /// The same metadata as prost's `Struct` (tests, tools; the server never builds it).
+    pub fn to_struct(&self) -> Option<Struct> {
+        let (entries, n) = self.entries();
+        (n > 0).then(|| Struct {
+            fields: entries[..n]
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        Value {
+                            kind: Some(value::Kind::StringValue((*v).to_owned())),
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Envoy's answer to one check: the prost message and its dynamic metadata, which the
+/// codec writes after it.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReply {
+    pub response: CheckResponse,
+    pub metadata: Metadata,
+}
+
+impl CheckReply {
+    /// The whole `CheckResponse` as prost would encode it with `dynamic_metadata` set.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.response.encoded_len() + self.metadata.encoded_len());
+        self.encode_raw(&mut buf);
+        buf
+    }
+
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        self.response.encode_raw(buf);
+        self.metadata.encode(buf);
+    }
+
+    /// The reply as one prost message, `dynamic_metadata` included (for tests and tools).
+    pub fn into_prost(self) -> CheckResponse {
+        CheckResponse {
+            dynamic_metadata: self.metadata.to_struct(),
+            ..self.response
+        }
+    }
+}
+
 /// Builds Envoy's answer for a decision; a denial speaks `dialect` (its route's).
-pub fn check_response(decision: Decision, dialect: Dialect) -> CheckResponse {
+pub fn check_response(decision: Decision, dialect: Dialect) -> CheckReply {
     match decision {
-        Decision::Allow(allow) => CheckResponse {
-            status: Some(rpc::Status {
-                code: RPC_OK,
+        Decision::Allow(allow) => CheckReply {
+            metadata: match (allow.user, allow.session) {
+                (Some(user), Some(session)) => Metadata::Allow {
+                    user,
+                    session,
+                    amr: allow.amr,
+                },
+                _ => Metadata::None,
+            },
+            response: CheckResponse {
+                status: Some(rpc::Status {
+                    code: RPC_OK,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: allow
+                        .set_headers
+                        .into_iter()
+                        .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                        .collect(),
+                    headers_to_remove: allow
+                        .remove_headers
+                        .iter()
+                        .map(|h| (*h).to_owned())
+                        .collect(),
+                    query_parameters_to_remove: allow.remove_query,
+                    ..Default::default()
+                })),
                 ..Default::default()
-            }),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: allow
-                    .set_headers
-                    .into_iter()
-                    .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-                    .collect(),
-                headers_to_remove: allow
-                    .remove_headers
-                    .iter()
-                    .map(|h| (*h).to_owned())
-                    .collect(),
-                query_parameters_to_remove: allow.remove_query,
-                ..Default::default()
-            })),
-            ..Default::default()
+            },
         },
-        Decision::Deny(denial) => denied(denial.response(dialect)),
+        Decision::Deny(denial) => CheckReply {
+            response: denied(denial.response(dialect)),
+            metadata: Metadata::Deny {
+                reason: denial.reason(),
+            },
+        },
     }
 }
 
@@ -121,7 +291,7 @@ impl AuthzService {
     }
 
     /// Decides one call.
-    pub fn check(&self, call: &CheckCall) -> Result<CheckResponse, Status> {
+    pub fn check(&self, call: &CheckCall) -> Result<CheckReply, Status> {
         let started = Instant::now();
         if !call.has_http() {
             // Not a request Envoy's HTTP filter would send: a fault of the caller's setup.
@@ -149,8 +319,8 @@ impl NamedService for AuthzService {
 }
 
 impl UnaryService<CheckCall> for AuthzService {
-    type Response = CheckResponse;
-    type Future = std::future::Ready<Result<Response<CheckResponse>, Status>>;
+    type Response = CheckReply;
+    type Future = std::future::Ready<Result<Response<CheckReply>, Status>>;
 
     fn call(&mut self, request: Request<CheckCall>) -> Self::Future {
         std::future::ready(self.check(request.get_ref()).map(Response::new))
@@ -184,7 +354,7 @@ where
 struct CheckCodec;
 
 impl Codec for CheckCodec {
-    type Encode = CheckResponse;
+    type Encode = CheckReply;
     type Decode = CheckCall;
     type Encoder = CheckCodec;
     type Decoder = CheckCodec;
@@ -199,12 +369,13 @@ impl Codec for CheckCodec {
 }
 
 impl Encoder for CheckCodec {
-    type Item = CheckResponse;
+    type Item = CheckReply;
     type Error = Status;
 
-    fn encode(&mut self, item: CheckResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding CheckResponse: {e}")))
+    fn encode(&mut self, item: CheckReply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // EncodeBuf grows as needed; prost's `encode` only checks for room first.
+        item.encode_raw(dst);
+        Ok(())
     }
 }
 
@@ -217,5 +388,90 @@ impl Decoder for CheckCodec {
         CheckCall::parse(message)
             .map(Some)
             .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::decision::{Allow, Denial};
+
+    fn allow(amr: &'static str) -> Decision {
+        Decision::Allow(Allow {
+            user: Some("alice".into()),
+            session: Some("sid-1".into()),
+            amr: amr.into(),
+            set_headers: vec![(decision::X_AUTH_USER, "alice".into())],
+            remove_headers: vec!["authorization"],
+            remove_query: vec![],
+        })
+    }
+
+    /// The metadata written by hand decodes to the `Struct` prost would write, at the same
+    /// length. (envoy-types keeps a `Struct`'s map in a `HashMap`, so prost's own entry order
+    /// varies from run to run: the bytes are compared up to that order.)
+    #[test]
+    fn hand_written_metadata_is_what_prost_writes() {
+        let long_user: &'static str = Box::leak("u".repeat(300).into_boxed_str());
+        for decision in [
+            allow("pwd"),
+            allow("pwd,otp"),
+            allow(""),
+            Decision::Allow(Allow {
+                user: Some(long_user.into()),
+                session: Some("s".repeat(200).into()),
+                amr: "pwd".into(),
+                ..Allow::default()
+            }),
+            Decision::Allow(Allow::default()),
+            Decision::Deny(Denial::Expired),
+            Decision::Deny(Denial::NoToken),
+            Decision::Deny(Denial::ServiceOnly),
+        ] {
+            let reply = check_response(decision, Dialect::OAuth);
+            let ours = reply.encode_to_vec();
+            let prost = reply.clone().into_prost();
+            let theirs = prost.encode_to_vec();
+            assert_eq!(ours.len(), theirs.len(), "{reply:?}");
+            assert_eq!(
+                ours.len(),
+                reply.response.encoded_len() + reply.metadata.encoded_len()
+            );
+            let sorted = |b: &[u8]| {
+                let mut b = b.to_vec();
+                b.sort_unstable();
+                b
+            };
+            assert_eq!(sorted(&ours), sorted(&theirs), "{reply:?}");
+            assert_eq!(CheckResponse::decode(ours.as_slice()).unwrap(), prost);
+        }
+    }
+
+    #[test]
+    fn metadata_names_user_session_amr_or_the_reason() {
+        let get = |reply: CheckReply, key: &str| {
+            let fields = reply.into_prost().dynamic_metadata.unwrap().fields;
+            match fields.get(key).and_then(|v| v.kind.clone()) {
+                Some(value::Kind::StringValue(s)) => s,
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            get(check_response(allow("pwd,otp"), Dialect::OAuth), "amr"),
+            "pwd,otp"
+        );
+        assert_eq!(
+            get(check_response(allow("pwd"), Dialect::OAuth), "user"),
+            "alice"
+        );
+        assert_eq!(
+            get(check_response(allow("pwd"), Dialect::OAuth), "session"),
+            "sid-1"
+        );
+        let revoked = check_response(Decision::Deny(Denial::Revoked), Dialect::OAuth);
+        assert_eq!(get(revoked, "reason"), "revoked");
+        let public = check_response(Decision::Allow(Allow::default()), Dialect::OAuth);
+        assert!(public.into_prost().dynamic_metadata.is_none());
     }
 }

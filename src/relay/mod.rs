@@ -157,6 +157,8 @@ pub struct Relay {
     /// `{backend.ws_url}/socket.io/`.
     socket_url: String,
     dial_timeout: Duration,
+    /// TLS for a `wss://` backend: `backend.ca_file` alone, else the public roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
     limits: RelayConfig,
     open: AtomicUsize,
     /// Turns true on shutdown: every socket closes with 1001.
@@ -171,12 +173,23 @@ impl Relay {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // The CA file was checked when the configuration was loaded. Should it have gone
+        // since, the default connector (public roots) is used: a backend signed by a private
+        // CA is then refused, never accepted unchecked.
+        let tls = match crate::tls::client_config(backend.ca_file.as_deref(), &[]) {
+            Ok(config) => Some(Arc::new(config)),
+            Err(e) => {
+                tracing::warn!(error = %e, "relay: backend.ca_file unusable; public roots only");
+                None
+            }
+        };
         Self {
             checker,
             store,
             metrics,
             socket_url: format!("{}/socket.io/", backend.ws_url()),
             dial_timeout: backend.timeout,
+            tls,
             limits: limits.clone(),
             open: AtomicUsize::new(0),
             draining: watch::Sender::new(false),

@@ -53,10 +53,11 @@ pub async fn dial(relay: &Relay, query: &str, client: ClientAddr) -> Result<Upst
     {
         request.headers_mut().insert("x-forwarded-for", v);
     }
-    let connect = tokio_tungstenite::connect_async_with_config(
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
         request,
         Some(ws_config(relay.limits.max_frame_bytes)),
         true,
+        relay.tls.clone().map(tokio_tungstenite::Connector::Rustls),
     );
     match timeout(relay.dial_timeout, connect).await {
         Ok(Ok((stream, _))) => Ok(Upstream(stream)),

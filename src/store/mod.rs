@@ -159,8 +159,8 @@ pub async fn open(
         StoreKind::Embedded => {
             std::sync::Arc::new(embedded::EmbeddedStore::open(&cfg.path, clock)?)
         }
-        StoreKind::Redis { url } => {
-            std::sync::Arc::new(redis::RedisStore::connect(url.as_str(), clock).await?)
+        StoreKind::Redis(settings) => {
+            std::sync::Arc::new(redis::RedisStore::connect(settings, clock).await?)
         }
     })
 }

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script, Value};
+use redis::{Client, IntoConnectionInfo, RedisError, Script, TlsCertificates, Value};
 
 use super::{Ns, Store, StoreError, envelope, live};
 use crate::clock::Clock;
+use crate::config::RedisConfig;
 
 /// Upper bound for one store call, reconnection included.
 pub const OP_DEADLINE: Duration = Duration::from_millis(1500);
@@ -115,6 +116,52 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(250))
 }
 
+/// The client for `settings`: its URL, the password from `store.password_file`, the CA of
+/// `store.ca_file`. The URL may hold a password: errors never echo it.
+fn client(settings: &RedisConfig) -> Result<Client, StoreError> {
+    let bad_url = |e: RedisError| {
+        StoreError::Unavailable(format!(
+            "store.url is not a usable redis url: {}",
+            describe(&e)
+        ))
+    };
+    let mut info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(bad_url)?;
+    if let Some(password) = &settings.password {
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose());
+        info = info.set_redis_settings(redis);
+    }
+    match &settings.ca_file {
+        None => Client::open(info).map_err(bad_url),
+        Some(path) => {
+            // Checked by `crate::tls::read_ca_file` when the configuration was loaded.
+            let pem = std::fs::read(path).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "store.ca_file {}: cannot read: {e}",
+                    path.display()
+                ))
+            })?;
+            let certificates = TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            Client::build_with_tls(info, certificates).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "store.ca_file {}: {}",
+                    path.display(),
+                    describe(&e)
+                ))
+            })
+        }
+    }
+}
+
 /// What went wrong, from the error's kind only: Redis's own text may quote values.
 fn describe(e: &RedisError) -> String {
     if e.is_timeout() {
@@ -123,6 +170,14 @@ fn describe(e: &RedisError) -> String {
         "connection refused".into()
     } else if e.is_connection_dropped() {
         "connection lost".into()
+    } else if let Some(io) = e
+        .is_io_error()
+        .then(|| std::error::Error::source(e))
+        .flatten()
+    {
+        // The socket's own error (a refused certificate: "invalid peer certificate:
+        // UnknownIssuer"), which never holds what was sent or received.
+        format!("I/O error: {io}")
     } else if let Some(code) = e.code() {
         format!("{} ({code})", e.category())
     } else {
@@ -168,15 +223,11 @@ struct Write<'a> {
 
 impl RedisStore {
     /// Builds the store without waiting for Redis: a replica may start before Redis does and
-    /// stays unready (see [`Store::ping`]) until it answers. Fails only on an invalid URL.
-    pub async fn connect(url: &str, clock: Clock) -> Result<Self, StoreError> {
-        // The URL may hold a password: never echo it.
-        let client = Client::open(url).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "store.url is not a usable redis url: {}",
-                describe(&e)
-            ))
-        })?;
+    /// stays unready (see [`Store::ping`]) until it answers. Fails only on an invalid URL or
+    /// an unreadable CA file. A `rediss://` URL is TLS on rustls (aws-lc-rs), checked against
+    /// `store.ca_file` when given, else the public roots.
+    pub async fn connect(settings: &RedisConfig, clock: Clock) -> Result<Self, StoreError> {
+        let client = client(settings)?;
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
             .map_err(|e| unavailable("connect", None, &describe(&e)))?;
         let store = Self {
@@ -443,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn invalid_url_is_an_error_without_the_url() {
         let Err(StoreError::Unavailable(msg)) =
-            RedisStore::connect("nope://:hunter2@x", Clock::manual(1_000)).await
+            RedisStore::connect(&RedisConfig::new("nope://:hunter2@x"), Clock::manual(1_000)).await
         else {
             panic!("expected an error");
         };

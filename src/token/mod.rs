@@ -16,6 +16,7 @@
 mod cache;
 pub mod keys;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -116,6 +117,19 @@ impl Verified {
     /// A service token (`authgate admin token`): `amr` is ["svc"].
     pub fn is_service(&self) -> bool {
         self.amr.iter().any(|m| m == SERVICE_AMR)
+    }
+
+    /// `amr` as one comma-separated string, for logs and proxy metadata. The combinations
+    /// authgate mints are static strings, so the hot path copies nothing; any other (a token
+    /// minted by another authgate version) is joined.
+    pub fn amr_label(&self) -> Cow<'static, str> {
+        match self.amr.as_slice() {
+            [] => Cow::Borrowed(""),
+            [a] if a == "pwd" => Cow::Borrowed("pwd"),
+            [a] if a == SERVICE_AMR => Cow::Borrowed(SERVICE_AMR),
+            [a, b] if a == "pwd" && b == "otp" => Cow::Borrowed("pwd,otp"),
+            other => Cow::Owned(other.join(",")),
+        }
     }
 
     /// Heap bytes this value holds, approximately (for the cache's memory bound).

@@ -3,7 +3,14 @@
 //! [`Checker`](crate::decision::Checker) and copies the decision into the response: 200 with
 //! the upstream headers, or the denial's 401/403 (nginx turns any other status of an
 //! `auth_request` subrequest into a 500, so there is no other).
+//!
+//! For the proxy's access log the answer also says what the gRPC check puts in Envoy's
+//! dynamic metadata: `X-Authgate-Amr` on allow (beside `X-Auth-User` and `X-Auth-Session`)
+//! and `X-Authgate-Reason` on deny. Envoy turns them into metadata
+//! (`dynamic_metadata_from_headers`), nginx into variables (`auth_request_set`); neither passes
+//! them on to the application or the client.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +56,12 @@ impl Headers for HeaderMap {
 }
 
 static X_ENVOY_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+/// The token's `amr` on allow (comma-separated), for the proxy's log.
+pub const X_AUTHGATE_AMR: &str = "x-authgate-amr";
+/// [`Denial::reason`] on deny, for the proxy's log.
+pub const X_AUTHGATE_REASON: &str = "x-authgate-reason";
+static AMR: HeaderName = HeaderName::from_static(X_AUTHGATE_AMR);
+static REASON: HeaderName = HeaderName::from_static(X_AUTHGATE_REASON);
 
 /// The check endpoint. nginx passes the original request in `X-Original-URI` and
 /// `X-Original-Method`; Envoy's HTTP ext_authz sends it under the `/authz` prefix.
@@ -113,9 +126,23 @@ fn authz_response(decision: Decision, dialect: Dialect) -> Response {
             if let Some(v) = remove {
                 h.insert(X_ENVOY_REMOVE.clone(), v);
             }
+            if allow.user.is_some() {
+                let amr = match allow.amr {
+                    Cow::Borrowed(s) => Ok(HeaderValue::from_static(s)),
+                    Cow::Owned(s) => HeaderValue::try_from(s),
+                };
+                if let Ok(v) = amr {
+                    h.insert(AMR.clone(), v);
+                }
+            }
             resp
         }
-        Decision::Deny(denial) => denial_response(denial.response(dialect)),
+        Decision::Deny(denial) => {
+            let mut resp = denial_response(denial.response(dialect));
+            resp.headers_mut()
+                .insert(REASON.clone(), HeaderValue::from_static(denial.reason()));
+            resp
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use authgate::client_addr::ClientAddr;
 use authgate::clock::Clock;
 use authgate::config::{
-    Access, BackendConfig, Config, FileBackendConfig, RedisUrl, RemoteBackendConfig, Route,
+    Access, BackendConfig, Config, FileBackendConfig, RedisConfig, RemoteBackendConfig, Route,
     StoreKind,
 };
 use authgate::server::{Running, start_with_clock};
@@ -181,7 +181,7 @@ impl TestApp {
             config,
             clock,
             running: Some(running),
-            http: reqwest::Client::new(),
+            http: super::http_client(),
             base,
         }
     }
@@ -297,6 +297,7 @@ fn nethcti_backend(config: &mut Config, url: &str, timeout: Duration) {
         url: url.to_owned(),
         timeout,
         ws_url: None,
+        ca_file: None,
     });
 }
 
@@ -306,9 +307,7 @@ fn embedded_store(config: &mut Config, path: PathBuf) {
 }
 
 fn redis_store(config: &mut Config, url: &str) {
-    config.store.kind = StoreKind::Redis {
-        url: RedisUrl::new(url),
-    };
+    config.store.kind = StoreKind::Redis(RedisConfig::new(url));
 }
 
 fn store_path(config: &Config) -> &Path {

@@ -15,6 +15,7 @@
 //! - [`nethcti_sim`]: the nethcti-server stand-in;
 //! - [`nethcti_socket`]: its socket.io server (live events);
 //! - [`redis`]: a real `redis-server`;
+//! - [`tls`]: throwaway CAs and server certificates;
 //! - [`totp`]: RFC 6238 codes computed independently of the code under test.
 
 // Each test binary compiles this whole tree and uses a different part of it.
@@ -41,4 +42,17 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod socket_client;
+pub mod tls;
 pub mod totp;
+
+/// A reqwest client builder for tests. authgate builds reqwest without a crypto provider of its
+/// own (one provider, aws-lc-rs: see `src/tls.rs`), so one is installed before any client is.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    authgate::tls::install_default_provider();
+    reqwest::Client::builder()
+}
+
+/// [`http_client_builder`] with reqwest's defaults.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().expect("build http client")
+}

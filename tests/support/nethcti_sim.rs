@@ -182,6 +182,8 @@ impl Shared {
 /// A running simulator. Dropping it stops the server.
 pub struct NethctiSim {
     addr: SocketAddr,
+    /// Served over TLS (`https://`).
+    tls: bool,
     shared: Arc<Shared>,
     server: Option<JoinHandle<()>>,
 }
@@ -189,6 +191,23 @@ pub struct NethctiSim {
 impl NethctiSim {
     /// Binds 127.0.0.1 on an ephemeral port and serves `users` (name, password).
     pub async fn start(users: &[(&str, &str)], idle_timeout: Duration) -> Self {
+        Self::start_with(users, idle_timeout, None).await
+    }
+
+    /// [`Self::start`] over TLS with `tls` (see `support::tls`): `url()` is `https://`.
+    pub async fn start_tls(
+        users: &[(&str, &str)],
+        idle_timeout: Duration,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        Self::start_with(users, idle_timeout, Some(tls)).await
+    }
+
+    async fn start_with(
+        users: &[(&str, &str)],
+        idle_timeout: Duration,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind 127.0.0.1:0");
@@ -211,17 +230,21 @@ impl NethctiSim {
                 requests: Vec::new(),
             }),
         });
-        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
+        let https = tls.is_some();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let server = tokio::spawn(serve(listener, Arc::clone(&shared), acceptor));
         Self {
             addr,
+            tls: https,
             shared,
             server: Some(server),
         }
     }
 
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS), no trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -334,7 +357,11 @@ impl Drop for NethctiSim {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -342,15 +369,28 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = Arc::clone(&shared);
+        let acceptor = acceptor.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(handle(&shared, req).await) }
             });
-            // A client hanging up mid-request is not the simulator's problem.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            // A client hanging up mid-request (or refusing our certificate) is not the
+            // simulator's problem.
+            match acceptor {
+                None => {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
         });
     }
 }

@@ -4,6 +4,7 @@
 //! variants, the test's socket paths), starting the stack, and the table of checks every
 //! proxy mode must pass.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -299,6 +300,9 @@ pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &Path) -> ChildPro
     }
 }
 
+/// Where Envoy started by [`spawn_envoy`] writes its access log, under its `dir`.
+const ENVOY_ACCESS_LOG: &str = "envoy-access.log";
+
 /// Starts Envoy with the rendered config `text` (written to `dir/file`) and waits until it is
 /// ready (admin `/ready` at `ports.admin`) and accepts connections at `ports.proxy`.
 pub async fn spawn_envoy(
@@ -308,7 +312,9 @@ pub async fn spawn_envoy(
     dir: &std::path::Path,
 ) -> ChildProcess {
     let config = dir.join(file);
-    std::fs::write(&config, text).expect("write envoy config");
+    // The access log goes to a file the test reads (stdout in the shipped configs).
+    let log = format!("path: {}", dir.join(ENVOY_ACCESS_LOG).display());
+    std::fs::write(&config, text.replace("path: /dev/stdout", &log)).expect("write envoy config");
     let mut command = Command::new(envoy_bin());
     command.arg("-c").arg(&config).args([
         "--disable-hot-restart",
@@ -316,6 +322,9 @@ pub async fn spawn_envoy(
         "1",
         "--log-level",
         "warning",
+        // The access log reaches its file at once, not every 10 s.
+        "--file-flush-interval-msec",
+        "50",
     ]);
     let mut proxy = ChildProcess::spawn("envoy", command, dir.join("envoy.log"));
     proxy
@@ -348,6 +357,59 @@ pub async fn spawn_nginx(text: &str, ports: &Ports, dir: &std::path::Path) -> Ch
         .wait_for_tcp(local(ports.proxy), Duration::from_secs(10))
         .await;
     proxy
+}
+
+/// Where the proxy started by [`spawn_proxy`] in `dir` writes its access log.
+pub fn access_log_path(kind: ProxyKind, dir: &std::path::Path) -> std::path::PathBuf {
+    match kind {
+        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp | ProxyKind::EnvoyGrpcUnix => {
+            dir.join(ENVOY_ACCESS_LOG)
+        }
+        // `access_log access.log` in nginx.conf, under the `-p` prefix.
+        ProxyKind::Nginx | ProxyKind::NginxUnix => dir.join("nginx").join("access.log"),
+    }
+}
+
+/// One access log line as `field -> value`: Envoy's JSON lines (null for metadata that was
+/// not set), nginx's `name="value"` pairs (empty when not set; both read as "").
+fn parse_access_line(kind: ProxyKind, line: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut fields = HashMap::new();
+    match kind {
+        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp | ProxyKind::EnvoyGrpcUnix => {
+            let json: Value = serde_json::from_str(line)
+                .with_context(|| format!("access log line is not JSON: {line}"))?;
+            let object = json
+                .as_object()
+                .ok_or_else(|| anyhow!("access log line is not an object: {line}"))?;
+            for (k, v) in object {
+                let v = match v {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                fields.insert(k.clone(), v);
+            }
+        }
+        ProxyKind::Nginx | ProxyKind::NginxUnix => {
+            let mut rest = line;
+            while let Some(eq) = rest.find("=\"") {
+                let name = rest[..eq].rsplit(' ').next().unwrap_or_default().to_owned();
+                let after = &rest[eq + 2..];
+                let end = after
+                    .find('"')
+                    .ok_or_else(|| anyhow!("unterminated value in {line}"))?;
+                fields.insert(name, after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            let path = line
+                .split('"')
+                .nth(1)
+                .and_then(|request| request.split(' ').nth(1))
+                .unwrap_or_default();
+            fields.insert("path".to_owned(), path.to_owned());
+        }
+    }
+    Ok(fields)
 }
 
 impl Stack {
@@ -409,28 +471,30 @@ impl Stack {
 
     /// Logs in directly at authgate (not through the proxy).
     pub async fn login(&self) -> anyhow::Result<Tokens> {
-        let body = json!({"username": USER, "password": PASSWORD});
-        let resp = match &self.authgate.running().http_addr {
-            ListenAddr::Tcp(addr) => post_json(*addr, "/auth/login", &body).await?,
-            ListenAddr::Unix(path) => {
-                request_unix(
-                    path,
-                    "POST",
-                    "/auth/login",
-                    &[("Content-Type", "application/json")],
-                    Some(&serde_json::to_vec(&body)?),
-                )
-                .await?
-            }
-        };
+        let body = serde_json::to_vec(&json!({"username": USER, "password": PASSWORD}))?;
+        let headers = [("Content-Type", "application/json")];
+        let resp = self
+            .authgate_request("POST", "/auth/login", &headers, Some(&body))
+            .await?;
         parse_tokens(&resp)
     }
 
     /// `GET target` directly at authgate's HTTP listener (not through the proxy).
     pub async fn authgate_get(&self, target: &str) -> anyhow::Result<HttpResponse> {
+        self.authgate_request("GET", target, &[], None).await
+    }
+
+    /// A request directly at authgate's HTTP listener, TCP or Unix socket.
+    pub async fn authgate_request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<HttpResponse> {
         match &self.authgate.running().http_addr {
-            ListenAddr::Tcp(addr) => get(*addr, target, &[]).await,
-            ListenAddr::Unix(path) => request_unix(path, "GET", target, &[], None).await,
+            ListenAddr::Tcp(addr) => request(*addr, method, target, headers, body).await,
+            ListenAddr::Unix(path) => request_unix(path, method, target, headers, body).await,
         }
     }
 
@@ -488,6 +552,7 @@ impl Stack {
             Check::UnderscoreIdentity => self.check_underscore_identity().await,
             Check::UnemittableIdentity => self.check_unemittable_identity().await,
             Check::ServiceTokens => self.check_service_tokens().await,
+            Check::AccessLog => self.check_access_log().await,
             Check::FailClosedWithoutAuthgate => self.check_fail_closed().await,
         }
     }
@@ -674,6 +739,99 @@ impl Stack {
             !seen.headers.contains_key("authorization"),
             "{what}: the client's Authorization reached upstream: {:?}",
             seen.headers.get("authorization")
+        );
+        Ok(())
+    }
+
+    /// The access log line of the one request to `path`, once the proxy has written it.
+    async fn access_log_entry(&self, path: &str) -> anyhow::Result<HashMap<String, String>> {
+        let file = access_log_path(self.kind, self.dir.path());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut found = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let fields = parse_access_line(self.kind, line)?;
+                if fields.get("path").map(String::as_str) == Some(path) {
+                    found.push(fields);
+                }
+            }
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                0 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                n => {
+                    return Err(anyhow!(
+                        "expected one access log line for {path}, found {n} in {}:\n{text}",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The proxy's access log says who was let in (user, session, amr from authgate's
+    /// answer) and why a request was refused (the denial's reason), and never holds a token.
+    async fn check_access_log(&self) -> anyhow::Result<()> {
+        let tokens = self.login().await?;
+        let sid = Self::sid_of(&tokens.access);
+        let run = sid.chars().take(8).collect::<String>();
+        let bearer = format!("Bearer {}", tokens.access);
+
+        let allowed = format!("/api/log-allowed-{run}");
+        let resp = self.get(&allowed, &[("Authorization", &bearer)]).await?;
+        ensure!(resp.status == 200, "allowed request: {}", resp.describe());
+        let no_token = format!("/api/log-no-token-{run}");
+        let resp = self.get(&no_token, &[]).await?;
+        ensure!(
+            resp.status == 401,
+            "request without token: {}",
+            resp.describe()
+        );
+        // Revoked, with the token in the query: the reason is logged, the token is not.
+        let logout = self
+            .authgate_request(
+                "POST",
+                "/auth/logout",
+                &[("Authorization", &bearer)],
+                Some(b""),
+            )
+            .await?;
+        ensure!(logout.status == 204, "logout: {}", logout.describe());
+        let revoked = format!("/api/log-revoked-{run}");
+        let resp = self
+            .get(&format!("{revoked}?access_token={}", tokens.access), &[])
+            .await?;
+        ensure!(resp.status == 401, "revoked token: {}", resp.describe());
+
+        let entry = self.access_log_entry(&allowed).await?;
+        for (field, expected) in [
+            ("user", USER),
+            ("session", sid.as_str()),
+            ("amr", "pwd"),
+            ("reason", ""),
+        ] {
+            ensure!(
+                entry.get(field).map(String::as_str) == Some(expected),
+                "allowed request: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
+                entry.get(field)
+            );
+        }
+        for (path, reason) in [(&no_token, "no_token"), (&revoked, "revoked")] {
+            let entry = self.access_log_entry(path).await?;
+            for (field, expected) in [("reason", reason), ("user", ""), ("amr", "")] {
+                ensure!(
+                    entry.get(field).map(String::as_str) == Some(expected),
+                    "{path}: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
+                    entry.get(field)
+                );
+            }
+        }
+        let text = std::fs::read_to_string(access_log_path(self.kind, self.dir.path()))?;
+        ensure!(
+            !text.contains(&tokens.access) && !text.contains(&tokens.access[..40]),
+            "the access log holds the access token"
         );
         Ok(())
     }
@@ -1229,6 +1387,7 @@ pub enum Check {
     UnderscoreIdentity,
     UnemittableIdentity,
     ServiceTokens,
+    AccessLog,
     /// Stops authgate: must come last.
     FailClosedWithoutAuthgate,
 }
@@ -1249,6 +1408,7 @@ impl Check {
         Check::UnderscoreIdentity,
         Check::UnemittableIdentity,
         Check::ServiceTokens,
+        Check::AccessLog,
         Check::FailClosedWithoutAuthgate,
     ];
 }

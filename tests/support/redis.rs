@@ -23,6 +23,29 @@ impl RedisServer {
         Self { child, port, dir }
     }
 
+    /// A server that speaks only TLS (`--port 0 --tls-port`), presenting `cert`/`key`, and
+    /// asks for `password` when given. Debian's redis-server is built with TLS.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, password: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut args: Vec<String> = vec!["--port".into(), "0".into()];
+        args.extend(["--tls-port".into(), port.to_string()]);
+        for (flag, path) in [
+            ("--tls-cert-file", cert),
+            ("--tls-key-file", key),
+            ("--tls-ca-cert-file", ca),
+        ] {
+            args.push(flag.into());
+            args.push(path.to_str().unwrap().to_owned());
+        }
+        args.extend(["--tls-auth-clients".into(), "no".into()]);
+        if let Some(pw) = password {
+            args.extend(["--requirepass".into(), pw.to_owned()]);
+        }
+        let child = spawn_redis_with(dir.path(), &args, || accepts_tcp(port));
+        Self { child, port, dir }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
@@ -60,8 +83,14 @@ impl Drop for RedisServer {
 }
 
 fn spawn_redis(port: u16, dir: &Path) -> Child {
+    let args = ["--port".to_owned(), port.to_string()];
+    spawn_redis_with(dir, &args, || answers_ping(port))
+}
+
+/// redis-server with `args`, bound to 127.0.0.1, without persistence, until `ready`.
+fn spawn_redis_with(dir: &Path, args: &[String], ready: impl Fn() -> bool) -> Child {
     let mut child = Command::new(redis_server_bin())
-        .args(["--port", &port.to_string()])
+        .args(args)
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
@@ -77,18 +106,22 @@ fn spawn_redis(port: u16, dir: &Path) -> Child {
         .expect("spawn redis-server");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if answers_ping(port) {
+        if ready() {
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-            panic!("redis-server exited with {status} on port {port}:\n{log}");
+            panic!("redis-server {args:?} exited with {status}:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("redis-server on port {port} did not answer PING within 10 s");
+    panic!("redis-server {args:?} was not ready within 10 s");
+}
+
+fn accepts_tcp(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 fn answers_ping(port: u16) -> bool {
