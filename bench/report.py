@@ -8,7 +8,12 @@
 
 RAW holds one JSON object per line, written by bench/run: load runs
 ({"kind":"load", phase, scenario, target, round, rps, requests, ...}) and single
-measurements ({"kind":"latency"|"rss"|"fill", ...}).
+measurements ({"kind":"latency"|"rss"|"fill"|"relay", ...}; "relay" is the JSON line
+tests/relay_soak.rs prints).
+
+Every throughput ratio is the median of the per-round ratios: rounds are interleaved, so
+each round's candidate and baseline ran back to back under the same conditions, and one
+noisy round cannot flip the result.
 """
 
 import json
@@ -63,20 +68,34 @@ def parse_wrk(text):
 # The report
 # ------------------------------------------------------------------------------------------
 
-# (label, scenario, candidate, baseline, SPEC minimum ratio or None when informative only)
+# (label, scenario, candidate, baseline, SPEC minimum ratio or None when informative only).
+# Targets are SPEC section 4's. "-uds" targets reach the decider over Unix sockets (the
+# shipped envoy/envoy-grpc-uds.yaml and nginx/nginx-uds.conf), the others over loopback TCP.
 PAIRS = [
-    ("gRPC Check, direct (h2load)", "grpc", "authgate", "noop", 0.95),
+    ("gRPC Check, direct (h2load)", "grpc", "authgate", "noop", 1.0),
     ("HTTP /authz, direct (wrk)", "http", "authgate", "noop", None),
-    ("Envoy + authgate vs Envoy + noop ext_authz", "envoy", "authgate", "noop", 0.97),
-    ("Envoy + authgate vs Envoy jwt_authn", "envoy", "authgate", "jwt", None),
-    ("nginx auth_request: authgate vs noop", "nginx", "authgate", "noop", 0.95),
+    ("Envoy + authgate vs Envoy + noop ext_authz (TCP)", "envoy", "authgate", "noop", 1.0),
+    ("Envoy + authgate vs Envoy + noop ext_authz (both Unix sockets)",
+     "envoy", "authgate-uds", "noop-uds", 1.0),
+    ("Envoy + authgate over Unix sockets vs Envoy + noop over TCP",
+     "envoy", "authgate-uds", "noop", 1.0),
+    ("Envoy + authgate (TCP) vs Envoy jwt_authn", "envoy", "authgate", "jwt", 1.0),
+    ("Envoy + authgate (Unix sockets) vs Envoy jwt_authn", "envoy", "authgate-uds", "jwt", 1.0),
+    ("Envoy + authgate: Unix sockets vs TCP", "envoy", "authgate-uds", "authgate", None),
+    ("nginx auth_request: authgate vs noop (TCP)", "nginx", "authgate", "noop", 0.97),
+    ("nginx auth_request: authgate vs noop (both Unix sockets)",
+     "nginx", "authgate-uds", "noop-uds", 0.97),
+    ("nginx auth_request: authgate over a Unix socket vs noop over TCP",
+     "nginx", "authgate-uds", "noop", 0.97),
+    ("nginx + authgate: Unix socket vs TCP", "nginx", "authgate-uds", "authgate", None),
     ("nginx: noop with identity headers vs noop (the proxy's cost of an identity)",
      "nginx", "noop-identity", "noop", None),
     ("nginx auth_request: authgate vs noop with identity headers",
      "nginx", "authgate", "noop-identity", None),
 ]
 
-TARGETS = {"cpu_us": 15.0, "p99_us": 200.0, "idle_mib": 20.0, "filled_mib": 64.0}
+TARGETS = {"cpu_us": 15.0, "p99_us": 200.0, "idle_mib": 20.0, "filled_mib": 64.0,
+           "relay_socket_kib": 16.0}
 
 
 def load(raw_path):
@@ -97,6 +116,10 @@ def fmt(x, digits=0):
     if x is None:
         return "n/a"
     return f"{x:,.{digits}f}"
+
+
+def fmt_ratio(x, digits):
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def verdict(ok):
@@ -127,8 +150,11 @@ def report(raw_path, meta_path, out_json, out_md):
                 continue
             a_rps = statistics.mean(r["rps"] for r in a)
             b_rps = statistics.mean(r["rps"] for r in b)
-            per_round = [x["rps"] / y["rps"] for x, y in zip(a, b) if y["rps"]]
-            ratio = a_rps / b_rps if b_rps else None
+            # Paired by round (both ran in the same round, one right after the other).
+            b_by_round = {r["round"]: r for r in b}
+            per_round = [x["rps"] / b_by_round[x["round"]]["rps"] for x in a
+                         if x["round"] in b_by_round and b_by_round[x["round"]]["rps"]]
+            ratio = statistics.median(per_round) if per_round else None
             ok = None if target is None or ratio is None else ratio >= target
             busy = {
                 t: statistics.mean(r["busy"] for r in rs)
@@ -221,6 +247,32 @@ def report(raw_path, meta_path, out_json, out_md):
         if f["allowed"] != f["tokens"]:
             problems.append(f"cache fill: {f['allowed']} of {f['tokens']} tokens allowed")
 
+    # The socket.io relay (tests/relay_soak.rs, run by bench/run): authgate as its own
+    # process, N idle relayed sockets, then frames through the relay and straight to the
+    # backend (the same test client: the baseline of the frame rates).
+    for r in (r for r in records if r.get("kind") == "relay"):
+        kib = r["bytes_per_idle_socket"] / 1024
+        result["metrics"].append({
+            "phase": "relay",
+            "label": f"memory per idle relayed socket, {r['sockets']} sockets (KiB)",
+            "candidate": kib, "baseline": None, "ratio": None,
+            "target": f"<= {TARGETS['relay_socket_kib']:g} KiB",
+            "pass": kib <= TARGETS["relay_socket_kib"], "unit": "KiB",
+        })
+        result["metrics"].append({
+            "phase": "relay", "label": "authgate CPU per relayed frame (us)",
+            "candidate": r["authgate_cpu_us_per_frame"], "baseline": None, "ratio": None,
+            "target": None, "pass": None, "unit": "us",
+        })
+        for way, label in (("to_client", "backend -> client"), ("to_backend", "client -> backend")):
+            a, b = r["relay_frames_per_s"][way], r["direct_frames_per_s"][way]
+            result["metrics"].append({
+                "phase": "relay",
+                "label": f"frames/s {label}: through the relay vs straight to the backend",
+                "candidate": a, "baseline": b, "ratio": a / b if b else None,
+                "target": None, "pass": None, "unit": "/s",
+            })
+
     result["problems"] = problems
     with open(out_json, "w") as f:
         json.dump(result, f, indent=2)
@@ -243,7 +295,7 @@ def report(raw_path, meta_path, out_json, out_md):
     for t in result["throughput"]:
         md.append(
             f"| {t['label']} | {t['phase']} | {fmt(t['candidate_rps'])} rps | "
-            f"{fmt(t['baseline_rps'])} rps ({t['baseline']}) | {t['ratio']:.3f} | "
+            f"{fmt(t['baseline_rps'])} rps ({t['baseline']}) | {fmt_ratio(t['ratio'], 3)} | "
             f"{'>= ' + format(t['target'], 'g') if t['target'] else 'none (informative)'} | "
             f"{verdict(t['pass'])} |"
         )
@@ -251,15 +303,22 @@ def report(raw_path, meta_path, out_json, out_md):
         d = 1 if m["unit"] != "us" or m["candidate"] < 100 else 0
         md.append(
             f"| {m['label']} | {m['phase']} | {fmt(m['candidate'], d)} | "
-            f"{fmt(m['baseline'], d)} | {m['ratio']:.2f} | {m['target'] or 'none (informative)'} | "
+            f"{fmt(m['baseline'], d)} | {fmt_ratio(m['ratio'], 2)} | "
+            f"{m['target'] or 'none (informative)'} | "
             f"{verdict(m['pass'])} |"
         )
     md.append("")
-    md.append("Ratios of throughput are mean authgate rps / mean baseline rps over the rounds; "
-              "for the other rows the baseline is `noop_authz` (latency, CPU, idle RSS) or the "
+    md.append("A throughput ratio is the median over the rounds of that round's candidate rps / "
+              "baseline rps (rounds interleave the targets, so each pair ran back to back); the "
+              "rps columns are means over the rounds. For the other rows the baseline is "
+              "`noop_authz` (latency, CPU, idle RSS), the "
               "same authgate just before the fill (RSS with tokens; bytes per token = RSS growth "
-              "over tokens cached). CPU per check is process CPU "
-              "time (utime+stime) over requests served while the server core was saturated.")
+              "over tokens cached), or the same frames sent straight to the backend (relay). "
+              "CPU per check is process CPU "
+              "time (utime+stime) over requests served while the server core was saturated. "
+              "Relay rows come from `tests/relay_soak.rs` (release authgate, debug test client: "
+              "the frame rates are the client's pace, the ratio and authgate's CPU per frame "
+              "are what counts).")
     md.append("")
     md.append("## Run details")
     md.append("")
@@ -299,10 +358,11 @@ def report(raw_path, meta_path, out_json, out_md):
     print()
     for m in result["metrics"]:
         print(f"{m['phase']:6} {m['label']:<60} authgate {fmt(m['candidate'], 1):>9}  "
-              f"baseline {fmt(m['baseline'], 1):>9}  ratio {m['ratio']:.2f}  {verdict(m['pass'])}")
+              f"baseline {fmt(m['baseline'], 1):>9}  ratio {fmt_ratio(m['ratio'], 2)}  "
+              f"{verdict(m['pass'])}")
     for t in result["throughput"]:
-        print(f"{t['phase']:6} {t['label']:<60} {fmt(t['candidate_rps']):>8} / "
-              f"{fmt(t['baseline_rps']):>8} rps  ratio {t['ratio']:.3f}  "
+        print(f"{t['phase']:6} {t['label']:<66} {fmt(t['candidate_rps']):>8} / "
+              f"{fmt(t['baseline_rps']):>8} rps  median ratio {fmt_ratio(t['ratio'], 3)}  "
               f"{'(>= ' + format(t['target'], 'g') + ') ' if t['target'] else ''}{verdict(t['pass'])}")
 
 

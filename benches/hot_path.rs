@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use authgate::clock::Clock;
 use authgate::config::{Algorithm, Config, TokenSources};
 use authgate::credentials::{self, Found, Headers, Sources};
-use authgate::decision::{Checker, Request};
+use authgate::decision::{Checker, Dialect, Request};
 use authgate::policy::Policy;
 use authgate::revocation::Revocations;
 use authgate::token::{Kind, TokenService};
@@ -246,14 +246,14 @@ fn check_response(c: &mut Criterion) {
     g.bench_function("allow", |b| {
         b.iter_batched(
             || checker.check(&allow),
-            authgate::grpc::check_response,
+            |d| authgate::grpc::check_response(d, Dialect::OAuth),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("deny", |b| {
         b.iter_batched(
             || checker.check(&deny),
-            authgate::grpc::check_response,
+            |d| authgate::grpc::check_response(d, Dialect::OAuth),
             BatchSize::SmallInput,
         )
     });
@@ -261,7 +261,7 @@ fn check_response(c: &mut Criterion) {
     g.bench_function("allow_and_encode", |b| {
         b.iter_batched(
             || checker.check(&allow),
-            |d| authgate::grpc::check_response(d).encode_to_vec(),
+            |d| authgate::grpc::check_response(d, Dialect::OAuth).encode_to_vec(),
             BatchSize::SmallInput,
         )
     });

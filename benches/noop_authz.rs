@@ -12,14 +12,13 @@
 //! nothing: behind nginx, the gap between this and the plain baseline is what forwarding an
 //! identity costs the proxy, whoever the authorizer is.
 //!
-//! Usage: `noop_authz --grpc 127.0.0.1:PORT --http 127.0.0.1:PORT [--identity]`. Stops on
-//! SIGINT/SIGTERM.
+//! Usage: `noop_authz --grpc ADDR --http ADDR [--identity]`, each ADDR `127.0.0.1:PORT` or
+//! `unix:/path` (bound by authgate's own `Listener::bind`, mode 0660, as `listen.grpc` and
+//! `listen.http` are). Stops on SIGINT/SIGTERM, removing its socket files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-
-use authgate::config::Listen;
-use authgate::listener::{self, Limits};
+use authgate::config::{Listen, ListenAddr};
+use authgate::listener::{self, Limits, Listener};
 use axum::Router;
 use axum::http::StatusCode;
 use clap::Parser;
@@ -27,18 +26,17 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 #[derive(Parser)]
 #[command(about = "Do-nothing ext_authz (gRPC) and auth_request (HTTP) baseline")]
 struct Args {
-    /// Address of the ext_authz gRPC listener.
+    /// Address of the ext_authz gRPC listener (`host:port` or `unix:/path`).
     #[arg(long)]
-    grpc: SocketAddr,
-    /// Address of the HTTP listener (200 to any path).
+    grpc: ListenAddr,
+    /// Address of the HTTP listener (200 to any path; `host:port` or `unix:/path`).
     #[arg(long)]
-    http: SocketAddr,
+    http: ListenAddr,
     /// Answer HTTP with constant identity headers, as authgate allows.
     #[arg(long)]
     identity: bool,
@@ -77,8 +75,12 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let grpc_listener = TcpListener::bind(args.grpc).await.expect("bind --grpc");
-        let http_listener = TcpListener::bind(args.http).await.expect("bind --http");
+        let grpc_listener = Listener::bind("--grpc", &args.grpc, 0o660)
+            .await
+            .expect("bind --grpc");
+        let http_listener = Listener::bind("--http", &args.http, 0o660)
+            .await
+            .expect("bind --http");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();

@@ -5,7 +5,7 @@
 //! it (`authorization: Bearer <secret>`, compared in constant time); the secret is never
 //! logged. Each action names its channel (`unix:<path>` or `tcp:<peer>`) in its security event.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,7 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
-use crate::config::{AdminListen, Config};
+use crate::config::{Config, ListenAddr};
+use crate::listener::Listener;
 use crate::login::LoginService;
 use crate::login::admin::AdminError;
 
@@ -38,118 +39,45 @@ pub fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(secret.to_owned()))
 }
 
-/// A bound admin listener.
-pub enum Listener {
-    Unix(tokio::net::UnixListener, PathBuf),
-    Tcp(tokio::net::TcpListener),
+/// Connections the admin listener serves at once (operators, one CLI call each).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Binds `[admin] listen`: a Unix socket is created mode 0600, in a directory created
+/// owner-only when missing (`store.path`); see [`Listener::bind`] for the rest.
+pub async fn bind(config: &Config) -> anyhow::Result<Listener> {
+    let addr = config.admin_listen();
+    if let ListenAddr::Unix(path) = &addr
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        crate::token::keys::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Listener::bind("admin.listen", &addr, 0o600).await
 }
 
-/// Where a bound admin listener is, for tests and the start-up log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bound {
-    Unix(PathBuf),
-    Tcp(std::net::SocketAddr),
-}
-
-impl std::fmt::Display for Bound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bound::Unix(p) => write!(f, "unix:{}", p.display()),
-            Bound::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
-
-impl Listener {
-    /// Binds `[admin] listen`. A Unix socket is created mode 0600; a socket file left by a
-    /// server that is gone is replaced, one a live server answers on is an error.
-    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        match config.admin_listen() {
-            AdminListen::Tcp(addr) => Ok(Self::Tcp(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding admin.listen {addr}"))?,
-            )),
-            AdminListen::Unix(path) => {
-                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    crate::token::keys::create_private_dir(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
-                if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                    anyhow::ensure!(
-                        meta.file_type().is_socket(),
-                        "admin.listen {} exists and is not a socket",
-                        path.display()
-                    );
-                    anyhow::ensure!(
-                        tokio::net::UnixStream::connect(&path).await.is_err(),
-                        "admin.listen {}: another server is answering on it",
-                        path.display()
-                    );
-                    std::fs::remove_file(&path)
-                        .with_context(|| format!("removing stale {}", path.display()))?;
-                }
-                let listener = tokio::net::UnixListener::bind(&path)
-                    .with_context(|| format!("binding admin.listen {}", path.display()))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("chmod 0600 {}", path.display()))?;
-                Ok(Self::Unix(listener, path))
-            }
-        }
-    }
-
-    pub fn bound(&self) -> anyhow::Result<Bound> {
-        Ok(match self {
-            Self::Unix(_, path) => Bound::Unix(path.clone()),
-            Self::Tcp(l) => Bound::Tcp(l.local_addr()?),
-        })
-    }
-
-    /// Serves the admin API until `stop` completes; removes the socket file afterwards.
-    pub async fn serve(
-        self,
-        login: Arc<LoginService>,
-        secret: Option<SecretString>,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
-        let result = match self {
-            Self::Unix(listener, path) => {
-                let service = AdminServer::new(AdminService {
-                    login,
-                    secret,
-                    channel: Channel::Unix(format!("unix:{}", path.display())),
-                });
-                let incoming = futures_util::stream::unfold(listener, |l| async move {
-                    let next = l.accept().await.map(|(stream, _)| stream);
-                    Some((next, l))
-                });
-                let r = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop)
-                    .await;
-                let _ = std::fs::remove_file(&path);
-                r
-            }
-            Self::Tcp(listener) => {
-                let service = AdminServer::new(AdminService {
-                    login,
-                    secret,
-                    channel: Channel::Tcp,
-                });
-                let incoming = futures_util::stream::unfold(listener, |l| async move {
-                    let next = l.accept().await.map(|(stream, _)| stream);
-                    Some((next, l))
-                });
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop)
-                    .await
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "admin server failed");
-        }
+/// Serves the admin API on `listener` until `stop` completes (a socket file is removed
+/// with the listener).
+pub async fn serve(
+    listener: Listener,
+    login: Arc<LoginService>,
+    secret: Option<SecretString>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let channel = match listener.local_addr() {
+        Ok(unix @ ListenAddr::Unix(_)) => Channel::Unix(unix.to_string()),
+        _ => Channel::Tcp,
+    };
+    let service = AdminServer::new(AdminService {
+        login,
+        secret,
+        channel,
+    });
+    let result = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(crate::listener::capped(listener, MAX_CONNECTIONS), stop)
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "admin server failed");
     }
 }
 
@@ -240,6 +168,7 @@ impl Admin for AdminService {
                     expires_at: s.expires_at,
                     client: s.client.unwrap_or_default(),
                     user_agent: s.user_agent.unwrap_or_default(),
+                    device: s.device.unwrap_or_default(),
                 })
                 .collect(),
             truncated,
@@ -350,7 +279,7 @@ impl Client {
             None => None,
         };
         let channel = match config.admin_listen() {
-            AdminListen::Unix(path) => {
+            ListenAddr::Unix(path) => {
                 let shown = path.display().to_string();
                 tonic::transport::Endpoint::from_static("http://admin.invalid")
                     .connect_with_connector(tower::service_fn(move |_: http::Uri| {
@@ -365,7 +294,7 @@ impl Client {
                         format!("nothing serving the admin API at unix:{shown} (is authgate running with this --config?)")
                     })?
             }
-            AdminListen::Tcp(addr) => tonic::transport::Endpoint::from_shared(format!(
+            ListenAddr::Tcp(addr) => tonic::transport::Endpoint::from_shared(format!(
                 "http://{addr}"
             ))?
             .connect()

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::client_addr::ClientAddr;
+
 /// Everything authgate can be told. Unknown keys are errors in every section.
 ///
 /// Every field's doc comment is its user documentation; the README's TOML block shows the
@@ -36,6 +38,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[telemetry]`: OpenTelemetry traces (builds with the cargo feature `otel`).
     pub telemetry: TelemetryConfig,
+    /// `[compat]`: profiles that serve another product's API shape (SPEC 2.7).
+    pub compat: CompatConfig,
 }
 
 /// `[telemetry]`: traces exported over OTLP/gRPC, each span the child of the proxy's span
@@ -62,6 +66,50 @@ impl Default for TelemetryConfig {
             check_sample_ratio: 0.01,
             service_name: "authgate".into(),
         }
+    }
+}
+
+/// `[compat]`: the nethcti-middleware profile, so the NethVoice CTI client (nethvoice-cti,
+/// phone-island) works through authgate unchanged. Off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// Serve nethcti-middleware's API under `prefix` on the HTTP listener (`/api/login`,
+    /// `/api/logout`, `/api/2fa/*`, `/api/tokens/persistent/*`), give check denials under
+    /// `prefix` its error body, keep `prefix/static/` public and `prefix/authentication/`
+    /// closed. Default `false`.
+    pub nethcti_middleware: bool,
+    /// Where the client's API lives: starts with `/`, no trailing `/`. Default `/api`.
+    pub prefix: String,
+    /// Life of the token `/api/login` and `/api/2fa/verify-otp` hand out (the client has no
+    /// refresh; revocation still bites at once). Between 1m and 90d. Default `14d`.
+    #[serde(deserialize_with = "duration")]
+    pub token_ttl: Duration,
+    /// Life of a persistent device token (`/api/tokens/persistent/{audience}`). Between 1h and
+    /// 3650d. Default `365d`.
+    #[serde(deserialize_with = "duration")]
+    pub device_token_ttl: Duration,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        Self {
+            nethcti_middleware: false,
+            prefix: "/api".to_owned(),
+            token_ttl: Duration::from_secs(14 * 24 * 3600),
+            device_token_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// The devices that may hold a persistent token in the nethcti-middleware profile; each is
+/// also that token's `aud`.
+pub const DEVICE_AUDIENCES: [&str; 3] = ["phone-island", "mobile-app", "nethlink"];
+
+impl CompatConfig {
+    /// The prefix the profile serves under, when it is on.
+    pub fn middleware_prefix(&self) -> Option<&str> {
+        self.nethcti_middleware.then_some(self.prefix.as_str())
     }
 }
 
@@ -120,24 +168,96 @@ impl Default for AdminConfig {
     }
 }
 
-/// Where the admin API listens, as `[admin] listen` says.
+/// Where a listener accepts connections: a TCP `host:port`, or a Unix domain socket,
+/// written `unix:/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminListen {
-    Unix(PathBuf),
+pub enum ListenAddr {
     Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// The longest path a Unix socket address holds: `sun_path` is 108 bytes on Linux, the last
+/// one a NUL.
+pub const MAX_UNIX_PATH: usize = 107;
+
+impl ListenAddr {
+    /// The TCP address, when it is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(addr) => Some(*addr),
+            Self::Unix(_) => None,
+        }
+    }
+
+    /// Whether a second listener could not take this address too (port 0 always can).
+    fn collides_with(&self, other: &Self) -> bool {
+        self == other && !matches!(self, Self::Tcp(a) if a.port() == 0)
+    }
+
+    /// What `serve` would refuse without I/O: an empty path, or one longer than
+    /// [`MAX_UNIX_PATH`] (the kernel would cut it, or refuse it).
+    fn check(&self) -> Result<(), String> {
+        let Self::Unix(path) = self else {
+            return Ok(());
+        };
+        let len = path.as_os_str().len();
+        if len == 0 {
+            return Err("unix: needs a path, e.g. unix:/run/authgate/grpc.sock".to_owned());
+        }
+        if len > MAX_UNIX_PATH {
+            return Err(format!(
+                "the socket path is {len} bytes; a Unix socket path holds at most                  {MAX_UNIX_PATH}: pick a shorter directory"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Tcp(addr)
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.fmt(f),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        text.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
+            format!("{text:?}: expected an IP address and port (127.0.0.1:9191) or unix:/path")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Config {
-    /// Where the admin API listens (`[admin] listen`, else `<store.path>/admin.sock`).
-    pub fn admin_listen(&self) -> AdminListen {
+    /// Where the admin API listens (`[admin] listen`, else `<store.path>/admin.sock`); a
+    /// path without `unix:` is a Unix socket too.
+    pub fn admin_listen(&self) -> ListenAddr {
         match self.admin.listen.as_deref() {
-            None | Some("") => AdminListen::Unix(self.store.path.join("admin.sock")),
-            Some(text) => match text.parse::<SocketAddr>() {
-                Ok(addr) => AdminListen::Tcp(addr),
-                Err(_) => {
-                    AdminListen::Unix(PathBuf::from(text.strip_prefix("unix:").unwrap_or(text)))
-                }
-            },
+            None | Some("") => ListenAddr::Unix(self.store.path.join("admin.sock")),
+            Some(text) => text
+                .parse()
+                .unwrap_or_else(|_| ListenAddr::Unix(PathBuf::from(text))),
         }
     }
 }
@@ -146,12 +266,17 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
-    /// Address of the gRPC listener: Envoy ext_authz v3 and grpc.health.v1. Port 0 picks a
-    /// free port. Default `127.0.0.1:9191`.
-    pub grpc: SocketAddr,
-    /// Address of the HTTP listener: `/authz`, `/auth/*`, JWKS, health and metrics. Port 0
-    /// picks a free port. Default `127.0.0.1:8080`.
-    pub http: SocketAddr,
+    /// Address of the gRPC listener: Envoy ext_authz v3 and grpc.health.v1. `host:port`
+    /// (port 0 picks a free port) or `unix:/path`, a Unix domain socket for a proxy on the
+    /// same host (a sidecar): the socket file is created mode 0660 (authgate's user and
+    /// group may connect), removed on exit; a stale one left by a crash is replaced, one a
+    /// live server answers on (or anything that is not a socket) makes start-up fail. Its
+    /// directory must exist; the path holds at most 107 bytes. Every `[listen]` limit
+    /// applies to both kinds. Default `127.0.0.1:9191`.
+    pub grpc: ListenAddr,
+    /// Address of the HTTP listener: `/authz`, `/auth/*`, the socket.io relay, JWKS, health
+    /// and metrics. `host:port` or `unix:/path`, as `grpc`. Default `127.0.0.1:8080`.
+    pub http: ListenAddr,
     /// How long in-flight requests may take to finish after SIGTERM (readiness turns false
     /// first). Default `10s`.
     #[serde(deserialize_with = "duration")]
@@ -161,7 +286,15 @@ pub struct Listen {
     /// audit log. List your proxy's address, e.g. `["127.0.0.1", "::1"]` when Envoy or nginx
     /// run beside authgate and are the only local peers (a Kubernetes pod). Default empty:
     /// the peer is the client, and nobody can name another address.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    ///
+    /// A peer on a `unix:` listener has no address: it is the client `unix` (in the log, in
+    /// a session's `client`, and one lockout bucket shared by everything it forwards), unless
+    /// this list holds `"unix"`: then every peer on a Unix socket listener is a trusted
+    /// proxy. List it when only your proxy can open the socket file (mode 0660: authgate's
+    /// user and group; in a pod, a directory shared with the proxy container alone). Not
+    /// implied: a socket any local process of that group can reach is no more trustworthy
+    /// than 127.0.0.1, which is not trusted by default either.
+    pub trusted_proxies: Vec<ClientAddr>,
     /// How long a client may take to send a request's headers; also the longest an HTTP/1
     /// connection may sit idle waiting for its next request. Keep your proxy's idle timeout
     /// for connections to authgate below it. Default `30s`.
@@ -182,8 +315,8 @@ pub struct Listen {
 impl Default for Listen {
     fn default() -> Self {
         Self {
-            grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191))),
+            http: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080))),
             drain_grace: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(30),
@@ -834,7 +967,13 @@ impl Config {
     /// the users file, connecting) is left to `serve`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.listen;
-        if l.grpc == l.http && l.grpc.port() != 0 {
+        l.grpc
+            .check()
+            .map_err(|m| ConfigError::invalid("listen.grpc", m))?;
+        l.http
+            .check()
+            .map_err(|m| ConfigError::invalid("listen.http", m))?;
+        if l.grpc.collides_with(&l.http) {
             return Err(ConfigError::invalid(
                 "listen.grpc",
                 format!(
@@ -1026,19 +1165,29 @@ impl Config {
                 "must be between 1s and 5m",
             ));
         }
-        if let AdminListen::Tcp(addr) = self.admin_listen() {
-            if self.admin.token_file.is_none() {
-                return Err(ConfigError::invalid(
-                    "admin.token_file",
-                    format!("admin.listen {addr} is a TCP address; it needs a token_file"),
-                ));
-            }
-            if addr == l.grpc || addr == l.http {
-                return Err(ConfigError::invalid(
-                    "admin.listen",
-                    "must not be a proxy-facing listener (listen.grpc, listen.http)",
-                ));
-            }
+        let admin = self.admin_listen();
+        admin.check().map_err(|m| {
+            // The default lies under store.path: that is the key to shorten.
+            let key = if self.admin.listen.as_deref().is_none_or(str::is_empty) {
+                "store.path"
+            } else {
+                "admin.listen"
+            };
+            ConfigError::invalid(key, format!("admin socket {admin}: {m}"))
+        })?;
+        if let ListenAddr::Tcp(addr) = admin
+            && self.admin.token_file.is_none()
+        {
+            return Err(ConfigError::invalid(
+                "admin.token_file",
+                format!("admin.listen {addr} is a TCP address; it needs a token_file"),
+            ));
+        }
+        if admin.collides_with(&l.grpc) || admin.collides_with(&l.http) {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                "must not be a proxy-facing listener (listen.grpc, listen.http)",
+            ));
         }
         let t = &self.telemetry;
         if let Some(endpoint) = t.endpoint.as_deref().filter(|e| !e.is_empty()) {
@@ -1073,6 +1222,47 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin.max_token_ttl",
                 "must be at least 1s",
+            ));
+        }
+        self.compat.validate()
+    }
+}
+
+impl CompatConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.prefix;
+        let well_formed = p.len() > 1
+            && p.starts_with('/')
+            && !p.ends_with('/')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+            && !p
+                .split('/')
+                .skip(1)
+                .any(|s| s.is_empty() || s == "." || s == "..");
+        if !well_formed {
+            return Err(ConfigError::invalid(
+                "compat.prefix",
+                "must be a path like /api: starts with /, no trailing /, no empty or dot segments",
+            ));
+        }
+        if p == "/auth" || p == "/authz" || p == "/socket.io" || p == "/.well-known" {
+            return Err(ConfigError::invalid(
+                "compat.prefix",
+                "must not be one of authgate's own paths",
+            ));
+        }
+        let day = 24 * 3600;
+        if !(60..=90 * day).contains(&self.token_ttl.as_secs()) {
+            return Err(ConfigError::invalid(
+                "compat.token_ttl",
+                "must be between 1m and 90d",
+            ));
+        }
+        if !(3600..=3650 * day).contains(&self.device_token_ttl.as_secs()) {
+            return Err(ConfigError::invalid(
+                "compat.device_token_ttl",
+                "must be between 1h and 3650d",
             ));
         }
         Ok(())
@@ -1260,7 +1450,7 @@ mod tests {
         let c = Config::from_toml_str("[store]\npath = \"/var/lib/ag\"\n").unwrap();
         assert_eq!(
             c.admin_listen(),
-            AdminListen::Unix(PathBuf::from("/var/lib/ag/admin.sock"))
+            ListenAddr::Unix(PathBuf::from("/var/lib/ag/admin.sock"))
         );
         let e = Config::from_toml_str("[admin]\nlisten = \"127.0.0.1:9300\"\n").unwrap_err();
         assert!(e.to_string().contains("admin.token_file"), "{e}");
@@ -1270,7 +1460,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.admin_listen(),
-            AdminListen::Tcp("127.0.0.1:9300".parse().unwrap())
+            ListenAddr::Tcp("127.0.0.1:9300".parse().unwrap())
         );
         let e = Config::from_toml_str(
             "[admin]\nlisten = \"127.0.0.1:9191\"\ntoken_file = \"/run/secret\"\n",
@@ -1287,10 +1477,57 @@ mod tests {
     }
 
     #[test]
+    fn listeners_take_unix_sockets_up_to_the_sun_path_limit() {
+        let c = Config::from_toml_str(
+            "[listen]\ngrpc = \"unix:/run/authgate/grpc.sock\"\nhttp = \"unix:/run/authgate/http.sock\"\n\
+             trusted_proxies = [\"unix\", \"::1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listen.grpc,
+            ListenAddr::Unix(PathBuf::from("/run/authgate/grpc.sock"))
+        );
+        assert_eq!(c.listen.http.to_string(), "unix:/run/authgate/http.sock");
+        assert_eq!(
+            c.listen.trusted_proxies,
+            vec![ClientAddr::Unix, ClientAddr::Ip("::1".parse().unwrap())]
+        );
+        // 107 bytes fit; 108 do not, and the message says why.
+        let path = |len: usize| format!("/{}", "s".repeat(len - 1));
+        let at = |key: &str, len: usize| format!("[listen]\n{key} = \"unix:{}\"\n", path(len));
+        assert!(Config::from_toml_str(&at("grpc", MAX_UNIX_PATH)).is_ok());
+        for key in ["grpc", "http"] {
+            let e = Config::from_toml_str(&at(key, MAX_UNIX_PATH + 1)).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("listen.{key}")) && e.to_string().contains("107"),
+                "{e}"
+            );
+        }
+        assert_eq!(bad_key("[listen]\nhttp = \"unix:\""), "listen.http");
+        assert_eq!(
+            bad_key("[listen]\ngrpc = \"unix:/r/a.sock\"\nhttp = \"unix:/r/a.sock\""),
+            "listen.grpc"
+        );
+        assert_eq!(
+            bad_key("[listen]\ntrusted_proxies = [\"local\"]"),
+            "listen.trusted_proxies[0]"
+        );
+        assert_eq!(
+            bad_key("[listen]\ngrpc = \"unix:/r/a.sock\"\n[admin]\nlisten = \"/r/a.sock\""),
+            "admin.listen"
+        );
+        // The default admin socket lies under store.path: that is what to shorten.
+        assert_eq!(
+            bad_key(&format!("[store]\npath = \"{}\"", path(100))),
+            "store.path"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::from_toml_str("").unwrap();
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));
-        assert_eq!(c.listen.grpc.port(), 9191);
+        assert_eq!(c.listen.grpc.tcp().unwrap().port(), 9191);
         assert_eq!(c.policy.token_sources.cookie, "authgate_access");
     }
 

@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::Access;
 use crate::credentials::{self, AUTHORIZATION, COOKIE, Found, Headers, Sources};
+pub use crate::policy::Dialect;
 use crate::policy::Policy;
 use crate::revocation::Revocations;
 use crate::token::{Invalid, Kind, TokenError, TokenService, Verified};
@@ -199,11 +200,16 @@ impl Denial {
     /// The `WWW-Authenticate` challenge (RFC 6750 section 3); none for a closed route, where
     /// no credential would help.
     pub fn www_authenticate(self) -> Option<String> {
+        self.challenge(Dialect::OAuth)
+    }
+
+    fn challenge(self, dialect: Dialect) -> Option<String> {
+        let realm = dialect.realm();
         Some(match self.error_code() {
             None if self == Denial::RouteClosed => return None,
-            None => r#"Bearer realm="authgate""#.to_owned(),
+            None => format!(r#"Bearer realm="{realm}""#),
             Some(code) => format!(
-                r#"Bearer realm="authgate", error="{code}", error_description="{}""#,
+                r#"Bearer realm="{realm}", error="{code}", error_description="{}""#,
                 self.description()
             ),
         })
@@ -230,12 +236,42 @@ impl Denial {
 
     /// `{"error","error_description"}`.
     pub fn json_body(self) -> String {
-        serde_json::json!({
-            "error": self.json_error(),
-            "error_description": self.description(),
-        })
+        self.body(Dialect::OAuth)
+    }
+
+    fn body(self, dialect: Dialect) -> String {
+        match dialect {
+            Dialect::OAuth => serde_json::json!({
+                "error": self.json_error(),
+                "error_description": self.description(),
+            }),
+            Dialect::Nethcti => dialect_body(self.status(), self.description(), self.json_error()),
+        }
         .to_string()
     }
+
+    /// Everything a client sees of this denial, in the error dialect of its route.
+    pub fn response(self, dialect: Dialect) -> DenialResponse {
+        DenialResponse {
+            status: self.status(),
+            www_authenticate: self.challenge(dialect),
+            body: self.body(dialect),
+        }
+    }
+}
+
+/// The error body of nethcti-middleware: `{"code","message","data":null}`, plus authgate's
+/// `error` code.
+pub fn dialect_body(status: u16, message: &str, error: &str) -> serde_json::Value {
+    serde_json::json!({ "code": status, "message": message, "data": null, "error": error })
+}
+
+/// A denial as the client sees it: status, challenge and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialResponse {
+    pub status: u16,
+    pub www_authenticate: Option<String>,
+    pub body: String,
 }
 
 impl From<TokenError> for Denial {
@@ -312,6 +348,11 @@ impl Checker {
         raw_path: &str,
     ) -> Result<Arc<Verified>, Denial> {
         self.authenticate(&request_token(sources, headers, raw_path)?)
+    }
+
+    /// The error dialect of the route of `raw_path`.
+    pub fn dialect(&self, raw_path: &str) -> Dialect {
+        self.policy.dialect(raw_path)
     }
 
     pub fn check(&self, req: &Request<'_>) -> Decision {

@@ -5,7 +5,7 @@
 //! OTP code, TOTP secret, recovery code or backend credential could travel in. Nothing here
 //! decides anything; the login flows say what happened and this module only reports it.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use crate::backend::BackendError;
 use crate::metrics::Metrics;
@@ -17,73 +17,73 @@ pub enum SecurityEvent<'a> {
     /// is the session it will open.
     LoginSuccess {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
         mfa_pending: bool,
     },
     /// A login attempt refused before any session existed.
     LoginFailure {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: LoginFailure<'a>,
     },
     /// The second factor was accepted and the session opened.
     MfaSuccess {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A wrong TOTP or recovery code.
     MfaFailure {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// This failure locked the user or the client address for `lock_for` seconds.
     Lockout {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         lock_for: u64,
     },
     /// A refresh token was rotated.
     Refresh {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A spent refresh token was presented; the session is revoked.
     RefreshReuse {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// The user ended the session.
     Logout {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A session entered the revocation set.
     Revoked {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
         reason: RevokeReason,
     },
     TwoFactorEnabled {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     TwoFactorDisabled {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// A recovery code stood in for a TOTP code (and is now spent).
     RecoveryCodeUsed {
         user: &'a str,
-        client: IpAddr,
+        client: ClientAddr,
         sid: &'a str,
     },
     /// An operator revoked a session (`sid`) or every session of a user (`user`) through the
@@ -110,6 +110,13 @@ pub enum SecurityEvent<'a> {
     },
     /// An operator started a new signing key `kid`.
     AdminRotateKeys { channel: &'a str, kid: &'a str },
+    /// A persistent device token for `device` opened session `sid` (SPEC 2.7).
+    DeviceToken {
+        user: &'a str,
+        client: ClientAddr,
+        sid: &'a str,
+        device: &'a str,
+    },
 }
 
 /// Why a login attempt failed (the `reason` field of `login_failure`).
@@ -150,6 +157,8 @@ pub enum RevokeReason {
     Admin,
     /// `authgate admin lockdown on --revoke-all`.
     Lockdown,
+    /// A new device token for the same device replaced this one.
+    Replaced,
 }
 
 impl RevokeReason {
@@ -162,6 +171,7 @@ impl RevokeReason {
             Self::TwoFactorDisabled => "2fa_disabled",
             Self::Admin => "admin",
             Self::Lockdown => "lockdown",
+            Self::Replaced => "replaced",
         }
     }
 }
@@ -203,11 +213,12 @@ pub enum EventKind {
     AdminLockdown,
     AdminTokenMinted,
     AdminRotateKeys,
+    DeviceToken,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (so `ALL[k as usize] == k`).
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         Self::LoginSuccess,
         Self::LoginFailure,
         Self::MfaSuccess,
@@ -224,6 +235,7 @@ impl EventKind {
         Self::AdminLockdown,
         Self::AdminTokenMinted,
         Self::AdminRotateKeys,
+        Self::DeviceToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -244,6 +256,7 @@ impl EventKind {
             Self::AdminLockdown => "admin_lockdown",
             Self::AdminTokenMinted => "admin_token_minted",
             Self::AdminRotateKeys => "admin_rotate_keys",
+            Self::DeviceToken => "device_token",
         }
     }
 }
@@ -275,6 +288,7 @@ impl SecurityEvent<'_> {
             Self::AdminLockdown { .. } => EventKind::AdminLockdown,
             Self::AdminTokenMinted { .. } => EventKind::AdminTokenMinted,
             Self::AdminRotateKeys { .. } => EventKind::AdminRotateKeys,
+            Self::DeviceToken { .. } => EventKind::DeviceToken,
         }
     }
 
@@ -373,6 +387,14 @@ impl SecurityEvent<'_> {
             Self::AdminRotateKeys { channel, kid } => {
                 tracing::warn!(target: "security", event, channel, kid);
             }
+            Self::DeviceToken {
+                user,
+                client,
+                sid,
+                device,
+            } => {
+                tracing::info!(target: "security", event, user = %LogName(user), client = %client, sid, device);
+            }
         }
     }
 }
@@ -412,6 +434,7 @@ mod tests {
                 "admin_lockdown",
                 "admin_token_minted",
                 "admin_rotate_keys",
+                "device_token",
             ]
         );
     }
@@ -451,7 +474,7 @@ mod tests {
     #[test]
     fn each_event_logs_its_fields_and_counts() {
         let metrics = Metrics::new();
-        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let client: ClientAddr = "192.0.2.7".parse().unwrap();
         let (user, sid) = ("alice", "s-1");
         let down = BackendError::Timeout;
         let session = |level: &str, event: &str| {
@@ -560,6 +583,17 @@ mod tests {
                 SecurityEvent::RecoveryCodeUsed { user, client, sid },
                 session("WARN", "recovery_code_used"),
             ),
+            (
+                SecurityEvent::DeviceToken {
+                    user,
+                    client,
+                    sid,
+                    device: "phone-island",
+                },
+                json!({"level": "INFO", "event": "device_token", "user": user,
+                       "client": "192.0.2.7", "sid": sid, "device": "phone-island",
+                       "target": "security"}),
+            ),
         ];
         for (event, expected) in cases {
             assert_eq!(logged(event, &metrics), expected);
@@ -574,7 +608,7 @@ mod tests {
     #[test]
     fn user_names_with_control_characters_are_escaped() {
         let metrics = Metrics::new();
-        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let client: ClientAddr = "192.0.2.7".parse().unwrap();
         let v = logged(
             SecurityEvent::LoginFailure {
                 user: "ev\u{7f}il\n{\"event\":\"x\"}",

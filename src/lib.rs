@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod credentials;

@@ -332,6 +332,7 @@ fn admin(action: AdminCommand) -> ExitCode {
                                 "expires_at": s.expires_at,
                                 "client": none_if_empty(s.client),
                                 "user_agent": none_if_empty(s.user_agent),
+                                "device": none_if_empty(s.device),
                             })
                         })
                         .collect(),

@@ -31,6 +31,9 @@ pub struct Policy {
     backend_folds: bool,
     /// Whether any rule's prefix has an upper-case letter.
     upper_case_rules: bool,
+    /// `[compat] prefix` when the nethcti-middleware profile is on: denials under it speak
+    /// that client's error dialect.
+    nethcti_prefix: Option<String>,
 }
 
 /// What the policy says about one request.
@@ -69,6 +72,7 @@ impl Policy {
             rules,
             sources: Sources::new(&cfg.token_sources),
             backend_folds: cfg.backend_folds_paths,
+            nethcti_prefix: None,
         }
     }
 
@@ -142,7 +146,13 @@ impl Policy {
     /// Puts `prefixes` first, refused outright, unless a configured route names a path under
     /// one of them itself (the operator then decides). For a backend's own login routes,
     /// where a client could guess passwords outside lockout and 2FA.
-    pub fn deny_first(mut self, prefixes: &[&str]) -> Self {
+    pub fn deny_first(self, prefixes: &[&str]) -> Self {
+        self.first(Access::Deny, prefixes)
+    }
+
+    /// Puts `prefixes` first with `access`, unless a configured route names a path under one
+    /// of them itself.
+    fn first(mut self, access: Access, prefixes: &[&str]) -> Self {
         for prefix in prefixes.iter().rev() {
             let named = self
                 .rules
@@ -150,10 +160,64 @@ impl Policy {
                 .any(|r| prefix_matches(prefix, &r.prefix, true));
             if !named {
                 self.upper_case_rules |= prefix.bytes().any(|b| b.is_ascii_uppercase());
-                self.rules.insert(0, Rule::new(prefix, Access::Deny));
+                self.rules.insert(0, Rule::new(prefix, access));
             }
         }
         self
+    }
+
+    /// The nethcti-middleware profile under `prefix` (SPEC 2.7): the proxy strips `prefix`
+    /// before nethcti-server, so `prefix/authentication/` is its legacy login (closed) and
+    /// `prefix/static/` its public files; denials under `prefix` speak the client's dialect.
+    pub fn with_nethcti_profile(self, prefix: &str) -> Self {
+        let static_files = format!("{prefix}/static/");
+        let legacy_login = format!("{prefix}/authentication/");
+        let mut policy = self
+            .first(Access::Public, &[&static_files])
+            .first(Access::Deny, &[&legacy_login]);
+        policy.nethcti_prefix = Some(prefix.to_owned());
+        policy
+    }
+
+    /// The error dialect of the route of `raw_path`: nethcti-middleware's under its prefix
+    /// (when the profile is on), authgate's own elsewhere.
+    pub fn dialect(&self, raw_path: &str) -> Dialect {
+        let Some(prefix) = &self.nethcti_prefix else {
+            return Dialect::OAuth;
+        };
+        let path = raw_path.split(['?', '#']).next().unwrap_or("");
+        let under = |p: &str| prefix_matches(prefix, p, true);
+        if under(path) || under(&normalise(path)) {
+            Dialect::Nethcti
+        } else {
+            Dialect::OAuth
+        }
+    }
+}
+
+/// How errors look to the client of a route: authgate's own RFC 6749/6750 shape, or the
+/// nethcti-middleware shape its client reads (SPEC 2.7, under `[compat] prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error","error_description"}`, realm `authgate`.
+    OAuth,
+    /// `{"code","message","data":null}` (and `error`, so tooling keyed on it still works),
+    /// realm `nethcti`.
+    Nethcti,
+}
+
+impl Dialect {
+    pub(crate) fn realm(self) -> &'static str {
+        match self {
+            Dialect::OAuth => "authgate",
+            Dialect::Nethcti => "nethcti",
+        }
+    }
+
+    /// `WWW-Authenticate` for a 401 or 403 of this dialect that is not a token denial (a
+    /// failed login): `Bearer realm="..."`.
+    pub fn plain_challenge(self) -> String {
+        format!(r#"Bearer realm="{}""#, self.realm())
     }
 }
 

@@ -1,26 +1,24 @@
 //! Assembles the service from a [`Config`] and runs it, in two steps. [`build`] makes every
 //! part (keys, store, revocation set, checker, login service, handler state) and binds
-//! nothing, spawns nothing. [`App::serve`] binds both listeners (port 0 allowed, the bound
-//! addresses are reported) or [`App::serve_on`] takes bound ones, then serves ext_authz +
+//! nothing, spawns nothing. [`App::serve`] binds both listeners (TCP, port 0 allowed, or Unix
+//! sockets; the bound addresses are reported) or [`App::serve_on`] takes bound ones, then serves ext_authz +
 //! health over gRPC and the HTTP API, the admin API on its own listener, and runs the
 //! background loops (key reload, revocation and lockdown sync, store sweeping). On shutdown readiness turns false first, then in-flight requests get
 //! a bounded grace period.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backend::Backend;
 use crate::clock::Clock;
-use crate::config::{BackendConfig, Config, Listen};
+use crate::config::{BackendConfig, Config, Listen, ListenAddr};
 use crate::decision::Checker;
 use crate::grpc::AuthzService;
-use crate::listener::{self, Limits};
+use crate::listener::{self, Limits, Listener};
 use crate::login::LoginService;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -33,6 +31,9 @@ use crate::web::{AppState, app};
 
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(10);
 const STORE_SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Mode of the `listen.grpc` and `listen.http` socket files: the proxy, in authgate's group
+/// (a pod's `fsGroup`), may connect; nobody else.
+const PROXY_SOCKET_MODE: u32 = 0o660;
 
 /// Every part of authgate, built and not yet serving: nothing bound, no task running, not
 /// ready.
@@ -68,9 +69,13 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
     let (sync_state, store_state) = watch::channel(SyncState::after_first_load(first_load.is_ok()));
     let metrics = Arc::new(Metrics::new());
     let backend = Backend::from_config(&config.backend).context("setting up the backend")?;
+    let mut policy = Policy::new(&config.policy).deny_first(backend.own_login_routes());
+    if let Some(prefix) = config.compat.middleware_prefix() {
+        policy = policy.with_nethcti_profile(prefix);
+    }
     let checker = Arc::new(Checker {
         tokens: tokens.clone(),
-        policy: Policy::new(&config.policy).deny_first(backend.own_login_routes()),
+        policy,
         revocations: revocations.clone(),
     });
     let login = Arc::new(LoginService::new(
@@ -115,6 +120,10 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
                 .map_err(anyhow::Error::msg)
                 .context("setting up telemetry")?,
         ),
+        nethcti: config
+            .compat
+            .nethcti_middleware
+            .then(|| config.compat.clone()),
     });
     if first_load.is_ok() {
         state.ready.revocations_loaded().await;
@@ -132,10 +141,10 @@ pub async fn build(config: &Config, clock: Clock) -> anyhow::Result<App> {
 
 /// A started authgate.
 pub struct Running {
-    pub http_addr: SocketAddr,
-    pub grpc_addr: SocketAddr,
+    pub http_addr: ListenAddr,
+    pub grpc_addr: ListenAddr,
     /// Where the admin API listens.
-    pub admin_addr: crate::admin::Bound,
+    pub admin_addr: ListenAddr,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -153,14 +162,11 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
 }
 
 impl App {
-    /// Binds `listen.http` and `listen.grpc` (port 0 picks a free port), then [`App::serve_on`].
+    /// Binds `listen.http` and `listen.grpc` (port 0 picks a free port; a Unix socket is
+    /// made mode 0660), then [`App::serve_on`].
     pub async fn serve(self) -> anyhow::Result<Running> {
-        let http = TcpListener::bind(self.listen.http)
-            .await
-            .with_context(|| format!("binding listen.http {}", self.listen.http))?;
-        let grpc = TcpListener::bind(self.listen.grpc)
-            .await
-            .with_context(|| format!("binding listen.grpc {}", self.listen.grpc))?;
+        let http = Listener::bind("listen.http", &self.listen.http, PROXY_SOCKET_MODE).await?;
+        let grpc = Listener::bind("listen.grpc", &self.listen.grpc, PROXY_SOCKET_MODE).await?;
         self.serve_on(http, grpc).await
     }
 
@@ -168,13 +174,13 @@ impl App {
     /// starts the background loops, and turns ready.
     pub async fn serve_on(
         self,
-        http_listener: TcpListener,
-        grpc_listener: TcpListener,
+        http_listener: Listener,
+        grpc_listener: Listener,
     ) -> anyhow::Result<Running> {
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
-        let admin_listener = crate::admin::Listener::bind(&self.admin).await?;
-        let admin_addr = admin_listener.bound()?;
+        let admin_listener = crate::admin::bind(&self.admin).await?;
+        let admin_addr = admin_listener.local_addr()?;
         let state = self.state;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -222,8 +228,12 @@ impl App {
         let first_sync = tokio::spawn(ready_after_first_sync(state.clone(), stopped()));
         let housekeeping = tokio::spawn(housekeeping(state.tokens.clone(), self.store, stopped()));
         let lockdown = tokio::spawn(follow_lockdown(state.login.clone(), stopped()));
-        let admin =
-            tokio::spawn(admin_listener.serve(state.login.clone(), self.admin_secret, stopped()));
+        let admin = tokio::spawn(crate::admin::serve(
+            admin_listener,
+            state.login.clone(),
+            self.admin_secret,
+            stopped(),
+        ));
 
         state.ready.set(true).await;
         if state.ready.is_ready() {
@@ -367,8 +377,8 @@ mod tests {
         drop(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
 
         let running = app.serve().await.unwrap();
-        assert_eq!(running.http_addr.port(), port);
-        assert_ne!(running.grpc_addr.port(), 0);
+        assert_eq!(running.http_addr.tcp().unwrap().port(), port);
+        assert_ne!(running.grpc_addr.tcp().unwrap().port(), 0);
         let state = running.state.clone();
         assert!(state.ready.is_ready());
         running.shutdown().await;

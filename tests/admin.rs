@@ -386,7 +386,7 @@ async fn a_tcp_admin_listener_needs_its_bearer_secret() {
         })
         .start()
         .await;
-    let authgate::admin::Bound::Tcp(addr) = app.running().admin_addr.clone() else {
+    let authgate::config::ListenAddr::Tcp(addr) = app.running().admin_addr.clone() else {
         panic!("not on TCP");
     };
     assert_ne!(addr, app.grpc_addr());

@@ -130,6 +130,8 @@ struct Outcome {
     status: u16,
     www_authenticate: Option<String>,
     error: Option<String>,
+    /// The denial's JSON body (Null on allow).
+    body: Value,
     set: Vec<(String, String)>,
     remove: Vec<String>,
     remove_query: Vec<String>,
@@ -137,9 +139,8 @@ struct Outcome {
 
 impl Outcome {
     fn from_http(status: u16, mut h: HashMap<String, String>, body: &str) -> Self {
-        let error = serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let error = body["error"].as_str().map(str::to_owned);
         let mut set: Vec<(String, String)> = ["x-auth-user", "x-auth-session", "authorization"]
             .iter()
             .filter_map(|k| h.remove(*k).map(|v| ((*k).to_owned(), v)))
@@ -153,6 +154,7 @@ impl Outcome {
             status,
             www_authenticate: h.remove("www-authenticate"),
             error,
+            body,
             set,
             remove,
             // HTTP ext_authz cannot edit the upstream query; compared separately.
@@ -177,6 +179,7 @@ impl Outcome {
                     status: 200,
                     www_authenticate: None,
                     error: None,
+                    body: Value::Null,
                     set,
                     remove: ok.headers_to_remove,
                     remove_query: Vec::new(),
@@ -190,13 +193,13 @@ impl Outcome {
                     .filter_map(|h| h.header.as_ref())
                     .find(|h| h.key == "www-authenticate")
                     .map(|h| h.value.clone());
-                let error = serde_json::from_str::<Value>(&d.body)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_owned));
+                let body: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
+                let error = body["error"].as_str().map(str::to_owned);
                 Self {
                     status: d.status.unwrap().code as u16,
                     www_authenticate: www,
                     error,
+                    body,
                     set: Vec::new(),
                     remove: Vec::new(),
                     remove_query: Vec::new(),
@@ -292,6 +295,47 @@ async fn bad_login_input_is_a_clear_400_or_413() {
         let v = resp.body;
         assert!(v["error"].is_string() && v["error_description"].is_string());
     }
+}
+
+#[tokio::test]
+async fn grpc_and_http_deny_in_the_nethcti_dialect_under_the_profiles_prefix() {
+    let app = ApiApp::with(
+        TestApp::builder()
+            .config(|c| c.compat.nethcti_middleware = true)
+            .start()
+            .await,
+    )
+    .await;
+    let t = app.tokens().await;
+    let refresh = format!("Bearer {}", t["refresh_token"].as_str().unwrap());
+    for (path, headers, status) in [
+        ("/api/user/me", vec![], 401),
+        ("/api/user/me", vec![("authorization", "Bearer x.y.z")], 401),
+        (
+            "/api/user/me",
+            vec![("authorization", refresh.as_str())],
+            403,
+        ),
+        ("/api/authentication/login", vec![], 403),
+    ] {
+        let o = app.both("GET", path, &headers).await;
+        assert_eq!(o.status, status, "{path}");
+        let body = &o.body;
+        assert_eq!(body["code"], status, "{path}: {body}");
+        assert!(body["message"].is_string(), "{path}: {body}");
+        assert_eq!(body["data"], Value::Null, "{path}: {body}");
+        if status == 401 {
+            let challenge = o.www_authenticate.unwrap();
+            assert!(
+                challenge.starts_with(r#"Bearer realm="nethcti""#),
+                "{challenge}"
+            );
+        }
+    }
+    // Outside the prefix, authgate's own shape on both.
+    let o = app.both("GET", "/other", &[]).await;
+    assert_eq!(o.body["error"], "unauthorized");
+    assert_eq!(o.body.get("code"), None);
 }
 
 #[tokio::test]
@@ -594,7 +638,7 @@ async fn health_readiness_and_drain() {
 async fn shutdown_finishes_and_frees_the_ports() {
     let mut app = ApiApp::start().await;
     let running = app.app.running.take().unwrap();
-    let addr = running.http_addr;
+    let addr = running.http_addr.tcp().unwrap();
     tokio::time::timeout(Duration::from_secs(5), running.shutdown())
         .await
         .unwrap();

@@ -84,6 +84,12 @@ fn check_config_exits_64_naming_the_key() {
         assert_eq!(code, 64, "{text}");
         assert!(err.contains(key), "{text}: {err}");
     }
+    // A Unix socket path past the kernel's 107 bytes.
+    let long = format!("/run/{}/http.sock", "d".repeat(100));
+    let path = write("long.toml", &format!("[listen]\nhttp = \"unix:{long}\"\n"));
+    let (code, _, err) = run(&["check-config", "--config", &path], dir.path(), "");
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("listen.http") && err.contains("107"), "{err}");
     let missing = dir.path().join("nope.toml");
     assert_eq!(
         run(

@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The Kubernetes manifests in `deploy/`: valid against the Kubernetes schemas
-//! (`kubernetes-validate`, offline), carrying a configuration authgate accepts and an Envoy
-//! configuration that is `envoy/envoy-grpc.yaml` plus what a pod needs, and a keys Secret
-//! made the way the comments say that authgate loads from a read-only Secret volume.
+//! (`kubernetes-validate`, offline), carrying a configuration authgate accepts (its listeners
+//! on Unix sockets in an emptyDir only Envoy and authgate mount) and an Envoy configuration
+//! that is `envoy/envoy-grpc-uds.yaml` plus what a pod needs, and a keys Secret made the way
+//! the comments say that authgate loads from a read-only Secret volume. Also: the shipped
+//! Unix socket variants (`envoy/envoy-grpc-uds.yaml`, `nginx/nginx-uds.conf`) are the TCP
+//! files with authgate's addresses swapped and nothing else changed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,9 @@ mod support;
 
 use support::process::{envoy_bin, on_path, repo_path};
 
+use authgate::client_addr::ClientAddr;
 use authgate::clock::Clock;
-use authgate::config::{BackendConfig, BackendKind, Config, StoreKind};
+use authgate::config::{BackendConfig, BackendKind, Config, ListenAddr, StoreKind};
 use authgate::token::{Kind, TokenService, keys};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -119,18 +123,19 @@ fn block_scalar(yaml: &str, key: &str) -> String {
     format!("{}\n", body.join("\n"))
 }
 
-/// Drops the lines between `# deploy: begin` and `# deploy: end` (markers included).
-fn without_deploy_blocks(text: &str) -> String {
+/// Drops the lines between `# <marker>: begin` and `# <marker>: end` (markers included).
+fn without_blocks(text: &str, marker: &str) -> String {
+    let (begin, end) = (format!("# {marker}: begin"), format!("# {marker}: end"));
     let mut out = String::new();
     let mut inside = false;
     for line in text.lines() {
         match line.trim() {
-            "# deploy: begin" => {
-                assert!(!inside, "nested `# deploy: begin`");
+            l if l == begin => {
+                assert!(!inside, "nested `{begin}`");
                 inside = true;
             }
-            "# deploy: end" => {
-                assert!(inside, "`# deploy: end` without a begin");
+            l if l == end => {
+                assert!(inside, "`{end}` without a begin");
                 inside = false;
             }
             _ if !inside => {
@@ -140,8 +145,63 @@ fn without_deploy_blocks(text: &str) -> String {
             _ => {}
         }
     }
-    assert!(!inside, "unterminated `# deploy: begin`");
+    assert!(!inside, "unterminated `{begin}`");
     out
+}
+
+/// `tcp` with each `(from, to)` replaced; every `from` must occur.
+fn swapped(tcp: &str, pairs: &[(&str, &str)]) -> String {
+    let mut text = tcp.to_owned();
+    for (from, to) in pairs {
+        assert!(text.contains(from), "expected {from:?} in the TCP file");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// What distinguishes `envoy/envoy-grpc-uds.yaml` from `envoy/envoy-grpc.yaml`.
+const ENVOY_UDS: &[(&str, &str)] = &[
+    (
+        "socket_address: { address: 127.0.0.1, port_value: 9191 }",
+        "pipe: { path: /run/authgate/grpc.sock }",
+    ),
+    (
+        "socket_address: { address: 127.0.0.1, port_value: 8080 }",
+        "pipe: { path: /run/authgate/http.sock }",
+    ),
+    ("(127.0.0.1:9191)", "(unix:/run/authgate/grpc.sock)"),
+    ("(127.0.0.1:8080)", "(unix:/run/authgate/http.sock)"),
+    ("envoy -c envoy-grpc.yaml", "envoy -c envoy-grpc-uds.yaml"),
+];
+
+/// What distinguishes `nginx/nginx-uds.conf` from `nginx/nginx.conf`.
+const NGINX_UDS: &[(&str, &str)] = &[
+    (
+        "server 127.0.0.1:8080;",
+        "server unix:/run/authgate/http.sock;",
+    ),
+    ("(127.0.0.1:8080)", "(unix:/run/authgate/http.sock)"),
+];
+
+#[test]
+fn unix_socket_variants_are_the_tcp_files_with_authgates_addresses_swapped() {
+    for (uds, tcp, pairs) in [
+        (
+            "envoy/envoy-grpc-uds.yaml",
+            "envoy/envoy-grpc.yaml",
+            ENVOY_UDS,
+        ),
+        ("nginx/nginx-uds.conf", "nginx/nginx.conf", NGINX_UDS),
+    ] {
+        let text = read(uds);
+        assert!(text.contains("# uds: begin"), "{uds} explains itself");
+        assert_eq!(
+            without_blocks(&text, "uds"),
+            swapped(&read(tcp), pairs),
+            "{uds} must be {tcp} with authgate's addresses on Unix sockets and `# uds:` blocks \
+             added, nothing else: copy the changes of {tcp} into it"
+        );
+    }
 }
 
 #[test]
@@ -197,11 +257,51 @@ fn configmap_carries_deploy_authgate_toml_and_authgate_accepts_it() {
 
     let cfg = Config::from_toml_str(&embedded)
         .unwrap_or_else(|e| panic!("deploy/authgate.toml is not valid for authgate: {e}"));
-    // A sidecar: both listeners on loopback, the legacy app beside it on loopback too.
-    assert!(cfg.listen.grpc.ip().is_loopback(), "{}", cfg.listen.grpc);
-    assert!(cfg.listen.http.ip().is_loopback(), "{}", cfg.listen.http);
-    assert_eq!(cfg.listen.grpc.port(), 9191);
-    assert_eq!(cfg.listen.http.port(), 8080);
+    // A sidecar: both listeners on Unix sockets where Envoy's pipe clusters point, in an
+    // emptyDir that the Envoy and authgate containers (and no other) mount; Envoy's
+    // X-Forwarded-For is believed on them. The legacy app beside it on loopback.
+    let envoy = block_scalar(&sidecar, "envoy.yaml");
+    let mut dirs = BTreeSet::new();
+    for listen in [&cfg.listen.grpc, &cfg.listen.http] {
+        let ListenAddr::Unix(path) = listen else {
+            panic!("deploy/authgate.toml: {listen} is not a Unix socket")
+        };
+        assert!(
+            envoy.contains(&format!("pipe: {{ path: {} }}", path.display())),
+            "Envoy has no pipe cluster at {listen}"
+        );
+        dirs.insert(path.parent().unwrap().to_path_buf());
+    }
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let dir = dirs.pop_first().unwrap();
+    let mount = format!(
+        "- name: authgate-sockets\n          mountPath: {}\n",
+        dir.display()
+    );
+    for container in ["envoy", "authgate"] {
+        let spec = sidecar
+            .split(&format!("      - name: {container}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {container} container"));
+        let spec = spec.split("\n      - name: ").next().unwrap();
+        assert!(
+            spec.contains(&mount),
+            "the {container} container does not mount authgate-sockets at {}",
+            dir.display()
+        );
+    }
+    assert_eq!(
+        sidecar
+            .matches("- name: authgate-sockets\n          mountPath:")
+            .count(),
+        2,
+        "only Envoy and authgate mount the sockets"
+    );
+    assert!(
+        sidecar.contains("      - name: authgate-sockets\n        emptyDir:\n"),
+        "authgate-sockets is not an emptyDir"
+    );
+    assert_eq!(cfg.listen.trusted_proxies, vec![ClientAddr::Unix]);
     assert_eq!(cfg.backend.kind(), BackendKind::Nethcti);
     let BackendConfig::Nethcti(nethcti) = &cfg.backend else {
         panic!("{:?}", cfg.backend)
@@ -259,21 +359,21 @@ fn configmap_carries_deploy_authgate_toml_and_authgate_accepts_it() {
 }
 
 #[test]
-fn configmap_envoy_yaml_is_envoy_grpc_yaml_plus_the_pod_listeners() {
+fn configmap_envoy_yaml_is_envoy_grpc_uds_yaml_plus_the_pod_listeners() {
     let sidecar = read("deploy/sidecar.yaml");
     let embedded = block_scalar(&sidecar, "envoy.yaml");
 
     // Undo the pod adaptations: what is left must be the file the Envoy tests run.
-    let reverted = without_deploy_blocks(&embedded).replace(
+    let reverted = without_blocks(&embedded, "deploy").replace(
         "socket_address: { address: 0.0.0.0, port_value: 10000 }",
         "socket_address: { address: 127.0.0.1, port_value: 10000 }",
     );
     assert_eq!(
         reverted,
-        read("envoy/envoy-grpc.yaml"),
-        "the envoy-config ConfigMap in deploy/sidecar.yaml must be envoy/envoy-grpc.yaml with \
-         only `# deploy: begin/end` blocks added and the ingress listener on 0.0.0.0: copy the \
-         changes of envoy/envoy-grpc.yaml into it"
+        read("envoy/envoy-grpc-uds.yaml"),
+        "the envoy-config ConfigMap in deploy/sidecar.yaml must be envoy/envoy-grpc-uds.yaml \
+         with only `# deploy: begin/end` blocks added and the ingress listener on 0.0.0.0: \
+         copy the changes of envoy/envoy-grpc-uds.yaml into it"
     );
     // The Service's listener and the probes' ops listener are on the pod's address.
     for port in [10000, 8081] {
@@ -500,5 +600,69 @@ fn manifests_run_the_image_the_containerfile_builds() {
                 "{manifest}: authgate's securityContext lacks {setting}"
             );
         }
+    }
+}
+
+/// `deploy/nethvoice/authgate.toml` passes `authgate check-config` (the profile's `[compat]`
+/// keys included) and loads as the nethcti-middleware profile with the nethcti backend.
+#[test]
+fn nethvoice_authgate_toml_passes_check_config() {
+    let path = repo_path("deploy/nethvoice/authgate.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run authgate check-config");
+    assert!(
+        output.status.success(),
+        "authgate check-config --config deploy/nethvoice/authgate.toml: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cfg = Config::from_toml_str(&read("deploy/nethvoice/authgate.toml"))
+        .unwrap_or_else(|e| panic!("deploy/nethvoice/authgate.toml: {e}"));
+    assert_eq!(cfg.backend.kind(), BackendKind::Nethcti);
+}
+
+/// The addresses in `deploy/nethvoice/authgate.toml` are the ones its Envoy and nginx configs
+/// send to (authgate's listeners, nethcti-server), and the `[compat]` section says what the
+/// README says.
+#[test]
+fn nethvoice_configs_agree_on_addresses() {
+    let toml: toml::Table = read("deploy/nethvoice/authgate.toml")
+        .parse()
+        .expect("deploy/nethvoice/authgate.toml is TOML");
+    let key = |section: &str, key: &str| {
+        toml[section][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("[{section}] {key}"))
+            .to_owned()
+    };
+    let port = |addr: String| addr.rsplit(':').next().unwrap().to_owned();
+    let grpc = port(key("listen", "grpc"));
+    let http = port(key("listen", "http"));
+    let legacy = port(key("backend", "url"));
+    assert_eq!(key("backend", "kind"), "nethcti");
+    assert_eq!(key("listen", "grpc"), format!("127.0.0.1:{grpc}"));
+    assert_eq!(key("listen", "http"), format!("127.0.0.1:{http}"));
+    assert_eq!(key("backend", "url"), format!("http://127.0.0.1:{legacy}"));
+    assert_eq!(toml["compat"]["nethcti_middleware"].as_bool(), Some(true));
+    assert_eq!(key("compat", "prefix"), "/api");
+
+    let envoy = read("deploy/nethvoice/envoy.yaml");
+    for p in [&grpc, &http, &legacy] {
+        assert!(
+            envoy.contains(&format!(
+                "socket_address: {{ address: 127.0.0.1, port_value: {p} }}"
+            )),
+            "deploy/nethvoice/envoy.yaml does not send to 127.0.0.1:{p}"
+        );
+    }
+    let nginx = read("deploy/nethvoice/nginx.conf");
+    for p in [&http, &legacy] {
+        assert!(
+            nginx.contains(&format!("server 127.0.0.1:{p};")),
+            "deploy/nethvoice/nginx.conf does not send to 127.0.0.1:{p}"
+        );
     }
 }

@@ -516,7 +516,11 @@ async fn store_down_fails_closed_for_a_token_without_second_factor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_alone_does_not_close_and_api_ws_relays_too() {
     let b = backend().await;
-    let app = b.app().start().await;
+    let app = b
+        .app()
+        .config(|c| c.compat.nethcti_middleware = true)
+        .start()
+        .await;
     let token = access_token(&app, ALICE).await;
     // The nethcti-middleware profile's path reaches the same socket.io server.
     let mut c = SocketClient::connect(app.http_addr(), "/api/ws/?EIO=4&transport=websocket", &[])

@@ -1,8 +1,9 @@
 //! The real JavaScript client (`socket.io-client` 4.x under node, `tests/js/client.js`) through
 //! the relay: straight at authgate and through the shipped Envoy (gRPC and HTTP ext_authz) and
-//! nginx configs. It logs in with the JWT in the `login` event as NethVoice CTI does, gets a
-//! pushed event and an ack, is refused (`401`) with every bad token without the backend ever
-//! seeing it, and is disconnected within a second of a logout.
+//! nginx configs, and their Unix socket variants (authgate on `unix:` listeners). It logs in
+//! with the JWT in the `login` event as NethVoice CTI does, gets a pushed event and an ack, is
+//! refused (`401`) with every bad token without the backend ever seeing it, and is
+//! disconnected within a second of a logout.
 //!
 //! Needs node and `scripts/install-test-deps` (which installs socket.io-client under
 //! `target/node`).
@@ -10,112 +11,20 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use authgate::clock::Clock;
+use authgate::config::ListenAddr;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 use support::app::TestApp;
+use support::js_client::JsClient;
 use support::nethcti_socket::Backend;
-use support::process::{free_ports, local, repo_path};
-use support::proxy::{Ports, ProxyKind, spawn_proxy};
+use support::process::{free_ports, local};
+use support::proxy::{Ports, ProxyKind, authgate_sockets, spawn_proxy};
 
 const ALICE: (&str, &str) = ("alice", "alice secret");
 const BOB: (&str, &str) = ("bob", "bob secret");
-
-/// One run of `tests/js/client.js`.
-struct JsClient {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    seen: Vec<Value>,
-}
-
-impl JsClient {
-    fn spawn(url: &str, user: &str, token: &str, query_token: Option<&str>) -> Self {
-        let modules = std::env::var("SOCKET_IO_CLIENT_MODULES")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| repo_path("target/node/node_modules"));
-        assert!(
-            modules.join("socket.io-client").is_dir(),
-            "socket.io-client is not installed under {}: run scripts/install-test-deps",
-            modules.display()
-        );
-        let mut command = Command::new("node");
-        command
-            .arg(repo_path("tests/js/client.js"))
-            .env("NODE_PATH", &modules)
-            .env("URL", url)
-            .env("LOGIN_USER", user)
-            .env("TOKEN", token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Some(t) = query_token {
-            command.env("QUERY_TOKEN", t);
-        }
-        let mut child = command.spawn().expect("run node (is it installed?)");
-        let stdout = child.stdout.take().expect("stdout");
-        Self {
-            _child: child,
-            lines: BufReader::new(stdout).lines(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line matching `pred`, within `wait`; panics with everything seen otherwise.
-    async fn expect(&mut self, what: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                Ok(_) => panic!("client ended before {what}; saw {:?}", self.seen),
-                Err(_) => panic!("no {what} within {wait:?}; saw {:?}", self.seen),
-            };
-            let value: Value = serde_json::from_str(&line).expect("a JSON line");
-            self.seen.push(value.clone());
-            if pred(&value) {
-                return value;
-            }
-        }
-    }
-
-    async fn expect_event(&mut self, name: &str) -> Value {
-        self.expect(name, Duration::from_secs(5), |v| {
-            v["ev"] == "event" && v["name"] == name
-        })
-        .await
-    }
-
-    /// Logged in: `authe_ok`, then the ack of its `echo`.
-    async fn expect_logged_in(&mut self) {
-        self.expect_event("authe_ok").await;
-        let ack = self
-            .expect("ack", Duration::from_secs(5), |v| v["ev"] == "ack")
-            .await;
-        assert_eq!(ack["args"], json!([{"n": 1}, "two"]));
-    }
-
-    /// nethcti's refusal, then the server's disconnect.
-    async fn expect_refused(&mut self) {
-        let refused = self.expect_event("401").await;
-        assert_eq!(refused["args"], json!([{"message": "unauthorized access"}]));
-        let gone = self
-            .expect("disconnect", Duration::from_secs(3), |v| {
-                v["ev"] == "disconnect"
-            })
-            .await;
-        assert_eq!(gone["reason"], "io server disconnect");
-        assert!(
-            !self.seen.iter().any(|v| v["name"] == "authe_ok"),
-            "{:?}",
-            self.seen
-        );
-    }
-}
 
 async fn backend() -> Backend {
     Backend::start(&[ALICE, BOB]).await
@@ -248,14 +157,26 @@ async fn the_real_client_is_refused_every_bad_token() {
 /// The shipped proxy config `kind` in front of authgate (system clock) and the simulator.
 async fn through(kind: ProxyKind) {
     let b = backend().await;
-    let app = b.app().clock(Clock::system()).start().await;
     let dir = tempfile::tempdir().unwrap();
+    let [grpc, http] = authgate_sockets(dir.path());
+    let app = b
+        .app()
+        .clock(Clock::system())
+        .config(|c| {
+            if kind.over_unix() {
+                c.listen.grpc = ListenAddr::Unix(grpc);
+                c.listen.http = ListenAddr::Unix(http);
+            }
+        })
+        .start()
+        .await;
     let picked = free_ports(2);
+    let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
     let ports = Ports {
         proxy: picked[0],
         admin: picked[1],
-        authgate_grpc: app.grpc_addr().port(),
-        authgate_http: app.http_addr().port(),
+        authgate_grpc: port(&app.running().grpc_addr),
+        authgate_http: port(&app.running().http_addr),
         legacy: b.sim.addr().port(),
     };
     let mut proxy = spawn_proxy(kind, &ports, dir.path()).await;
@@ -290,4 +211,14 @@ async fn the_real_client_through_envoy_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_client_through_nginx() {
     through(ProxyKind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_client_through_envoy_over_unix_sockets() {
+    through(ProxyKind::EnvoyGrpcUnix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_client_through_nginx_over_unix_sockets() {
+    through(ProxyKind::NginxUnix).await;
 }

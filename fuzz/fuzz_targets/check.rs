@@ -1125,7 +1125,7 @@ fuzz_target!(|input: Input| {
         }
     };
 
-    let reply = authgate::grpc::check_response(decision);
+    let reply = authgate::grpc::check_response(decision, authgate::decision::Dialect::OAuth);
     let _ = reply.encode_to_vec();
     let response = reply.into_prost();
     let code = response.status.as_ref().map(|s| s.code);

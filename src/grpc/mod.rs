@@ -30,7 +30,7 @@ use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use crate::decision::{self, Decision, Denial};
+use crate::decision::{self, Decision, DenialResponse, Dialect};
 use crate::metrics::{Metrics, Transport};
 use crate::telemetry::Telemetry;
 
@@ -208,8 +208,8 @@ impl CheckReply {
     }
 }
 
-/// Builds Envoy's answer for a decision.
-pub fn check_response(decision: Decision) -> CheckReply {
+/// Builds Envoy's answer for a decision; a denial speaks `dialect` (its route's).
+pub fn check_response(decision: Decision, dialect: Dialect) -> CheckReply {
     match decision {
         Decision::Allow(allow) => CheckReply {
             metadata: match (allow.user, allow.session) {
@@ -243,7 +243,7 @@ pub fn check_response(decision: Decision) -> CheckReply {
             },
         },
         Decision::Deny(denial) => CheckReply {
-            response: denied(denial),
+            response: denied(denial.response(dialect)),
             metadata: Metadata::Deny {
                 reason: denial.reason(),
             },
@@ -251,8 +251,8 @@ pub fn check_response(decision: Decision) -> CheckReply {
     }
 }
 
-fn denied(denial: Denial) -> CheckResponse {
-    let status = denial.status();
+fn denied(denial: DenialResponse) -> CheckResponse {
+    let status = denial.status;
     CheckResponse {
         status: Some(rpc::Status {
             code: if status == 401 {
@@ -267,13 +267,13 @@ fn denied(denial: Denial) -> CheckResponse {
                 code: i32::from(status),
             }),
             headers: denial
-                .www_authenticate()
+                .www_authenticate
                 .map(|v| ("www-authenticate", v))
                 .into_iter()
                 .chain([("content-type", "application/json".to_owned())])
                 .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
                 .collect(),
-            body: denial.json_body(),
+            body: denial.body,
         })),
         ..Default::default()
     }
@@ -321,7 +321,11 @@ impl AuthzService {
         if let Some(span) = span {
             span.finish("grpc", &decision);
         }
-        Ok(check_response(decision))
+        let dialect = match &decision {
+            Decision::Deny(_) => self.checker.dialect(call.path()),
+            Decision::Allow(_) => Dialect::OAuth,
+        };
+        Ok(check_response(decision, dialect))
     }
 }
 
@@ -406,7 +410,7 @@ impl Decoder for CheckCodec {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::decision::Allow;
+    use crate::decision::{Allow, Denial};
 
     fn allow(amr: &'static str) -> Decision {
         Decision::Allow(Allow {
@@ -440,7 +444,7 @@ mod tests {
             Decision::Deny(Denial::NoToken),
             Decision::Deny(Denial::ServiceOnly),
         ] {
-            let reply = check_response(decision);
+            let reply = check_response(decision, Dialect::OAuth);
             let ours = reply.encode_to_vec();
             let prost = reply.clone().into_prost();
             let theirs = prost.encode_to_vec();
@@ -468,12 +472,21 @@ mod tests {
                 other => panic!("{key}: {other:?}"),
             }
         };
-        assert_eq!(get(check_response(allow("pwd,otp")), "amr"), "pwd,otp");
-        assert_eq!(get(check_response(allow("pwd")), "user"), "alice");
-        assert_eq!(get(check_response(allow("pwd")), "session"), "sid-1");
-        let revoked = check_response(Decision::Deny(Denial::Revoked));
+        assert_eq!(
+            get(check_response(allow("pwd,otp"), Dialect::OAuth), "amr"),
+            "pwd,otp"
+        );
+        assert_eq!(
+            get(check_response(allow("pwd"), Dialect::OAuth), "user"),
+            "alice"
+        );
+        assert_eq!(
+            get(check_response(allow("pwd"), Dialect::OAuth), "session"),
+            "sid-1"
+        );
+        let revoked = check_response(Decision::Deny(Denial::Revoked), Dialect::OAuth);
         assert_eq!(get(revoked, "reason"), "revoked");
-        let public = check_response(Decision::Allow(Allow::default()));
+        let public = check_response(Decision::Allow(Allow::default()), Dialect::OAuth);
         assert!(public.into_prost().dynamic_metadata.is_none());
     }
 }

@@ -6,6 +6,8 @@
 //! revocation set and this replica's at once), so every replica and the relay see it.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+use crate::client_addr::ClientAddr;
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
@@ -23,7 +25,7 @@ const LATE_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1
 /// The most sessions one listing returns.
 pub const MAX_LISTED: usize = 1000;
 /// The client address the revocation events of admin actions name (no client made them).
-const NO_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+const NO_CLIENT: ClientAddr = ClientAddr::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
 
 /// One live session as an operator sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct SessionInfo {
     pub expires_at: u64,
     pub client: Option<String>,
     pub user_agent: Option<String>,
+    /// The device of a persistent device token (SPEC 2.7).
+    pub device: Option<String>,
 }
 
 /// `authgate admin status`.
@@ -159,12 +163,9 @@ impl LoginService {
         if self.revocations.is_revoked(sid) {
             return Ok(false);
         }
-        // A service token may outlive an access token's life: its revocation lasts as long.
-        let until = if session.amr.iter().any(|m| m == SERVICE_AMR) {
-            session.expires_at + self.leeway + 60
-        } else {
-            0
-        };
+        // A service or profile token may outlive an access token's life: its revocation
+        // lasts as long.
+        let until = session.token_lives_until(self.leeway);
         self.revoke_session_until(sid, &session.user, NO_CLIENT, reason, until)
             .await?;
         Ok(true)
@@ -210,27 +211,13 @@ impl LoginService {
     /// The live sessions of `user`, oldest first, at most [`MAX_LISTED`] (and whether there
     /// were more).
     pub async fn list_sessions(&self, user: &str) -> Result<(Vec<SessionInfo>, bool), AdminError> {
-        let now = self.now();
-        let raw = self.store.get(Ns::UserSessions, user).await?;
-        let list = UserSessions::decode(raw.as_deref())?;
-        let mut out = Vec::new();
-        let mut truncated = false;
-        for (sid, expires) in &list.sids {
-            if *expires <= now || self.revocations.is_revoked(sid) {
-                continue;
-            }
-            let Some(raw) = self.store.get(Ns::Session, sid).await? else {
-                continue;
-            };
-            let Ok(s) = serde_json::from_slice::<Session>(&raw) else {
-                continue;
-            };
-            if out.len() == MAX_LISTED {
-                truncated = true;
-                break;
-            }
-            out.push(SessionInfo {
-                sid: sid.clone(),
+        let live = self.live_sessions(user, self.now()).await?;
+        let truncated = live.len() > MAX_LISTED;
+        let mut out: Vec<SessionInfo> = live
+            .into_iter()
+            .take(MAX_LISTED)
+            .map(|(sid, s)| SessionInfo {
+                sid,
                 user: s.user,
                 amr: s.amr,
                 created: s.created,
@@ -238,8 +225,9 @@ impl LoginService {
                 expires_at: s.expires_at,
                 client: s.client,
                 user_agent: s.user_agent,
-            });
-        }
+                device: s.device,
+            })
+            .collect();
         out.sort_by_key(|s| s.created);
         Ok((out, truncated))
     }

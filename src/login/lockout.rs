@@ -78,7 +78,7 @@ pub fn user_key(user: &str) -> String {
 }
 
 /// The keys one attempt counts against.
-pub fn keys(user: &str, client: std::net::IpAddr) -> [String; 2] {
+pub fn keys(user: &str, client: crate::client_addr::ClientAddr) -> [String; 2] {
     [user_key(user), format!("ip:{client}")]
 }
 

@@ -12,11 +12,13 @@ pub mod admin;
 pub mod lockout;
 pub mod mfa;
 mod password;
+mod profile;
 mod redacted;
 mod second_factor;
 mod session;
 
 pub use redacted::Redacted;
+pub use session::{Issued, SingleToken};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,11 +56,14 @@ pub struct TokenPair {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum LoginOutcome {
-    Tokens(TokenPair),
+    Tokens(Issued),
     MfaRequired {
         mfa_required: bool,
         mfa_token: Redacted<String>,
         expires_in: u64,
+        /// When the MFA token expires (unix seconds).
+        #[serde(skip)]
+        exp: u64,
     },
 }
 
@@ -78,6 +83,9 @@ pub enum LoginError {
     BadCredentials,
     #[error("{0}")]
     InvalidGrant(&'static str),
+    /// A wrong TOTP or recovery code (counted by the lockout where a code is guessed).
+    #[error("invalid code")]
+    InvalidCode,
     #[error("too many failed attempts")]
     Locked { retry_after: u64 },
     #[error("{0}")]
@@ -111,6 +119,9 @@ pub struct LoginService {
     lockdown: std::sync::atomic::AtomicBool,
     max_token_ttl: u64,
     leeway: u64,
+    /// `[compat] token_ttl` and `device_token_ttl` (SPEC 2.7).
+    profile_ttl: u64,
+    device_ttl: u64,
 }
 
 /// Whether a canonical user name from a backend can be `sub`, `X-Auth-User` and a store key:
@@ -210,6 +221,8 @@ impl LoginService {
             lockdown: std::sync::atomic::AtomicBool::new(false),
             max_token_ttl: cfg.admin.max_token_ttl.as_secs(),
             leeway: cfg.tokens.leeway.as_secs(),
+            profile_ttl: cfg.compat.token_ttl.as_secs(),
+            device_ttl: cfg.compat.device_token_ttl.as_secs(),
         }
     }
 
@@ -346,13 +359,14 @@ mod tests {
     fn debug_of_what_the_flows_return_shows_no_secret() {
         let shown = [
             format!("{:?}", pair()),
-            format!("{:#?}", LoginOutcome::Tokens(pair())),
+            format!("{:#?}", LoginOutcome::Tokens(Issued::Pair(pair()))),
             format!(
                 "{:?}",
                 LoginOutcome::MfaRequired {
                     mfa_required: true,
                     mfa_token: ACCESS.to_owned().into(),
                     expires_in: MFA_TOKEN_TTL,
+                    exp: 1_000_300,
                 }
             ),
             format!(
@@ -389,7 +403,7 @@ mod tests {
     #[test]
     fn json_of_what_the_flows_return_is_the_values_themselves() {
         assert_eq!(
-            serde_json::to_string(&LoginOutcome::Tokens(pair())).unwrap(),
+            serde_json::to_string(&LoginOutcome::Tokens(Issued::Pair(pair()))).unwrap(),
             format!(
                 r#"{{"access_token":"{ACCESS}","token_type":"Bearer","expires_in":900,"refresh_token":"{REFRESH}","refresh_expires_in":86400}}"#
             )
@@ -398,6 +412,7 @@ mod tests {
             mfa_required: true,
             mfa_token: ACCESS.to_owned().into(),
             expires_in: 300,
+            exp: 1_000_300,
         };
         assert_eq!(
             serde_json::to_string(&mfa).unwrap(),

@@ -7,11 +7,12 @@
 //! name as typed: an alias (nethcti's extension number, `user@domain`) must not dodge the 2FA
 //! record, the lockout or the session list of the account it stands for.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use super::lockout::{self, Attempt};
+use super::session::{ClientToken, Issue, SingleToken};
 use super::{LoginError, LoginOutcome, LoginService, MAX_PASSWORD, MAX_USERNAME, MFA_TOKEN_TTL};
 use super::{check_len, usable_user_name};
 use crate::backend::Verdict;
@@ -39,7 +40,7 @@ impl LoginService {
     pub(super) async fn reserve_attempt(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Attempt, LoginError> {
         let keys = lockout::keys(user, client);
         match self
@@ -55,7 +56,7 @@ impl LoginService {
         }
     }
 
-    fn refuse_locked(&self, user: &str, client: IpAddr) {
+    fn refuse_locked(&self, user: &str, client: ClientAddr) {
         self.metrics.record_login(LoginResult::Locked);
         self.emit(SecurityEvent::LoginFailure {
             user,
@@ -69,7 +70,7 @@ impl LoginService {
     pub(super) async fn count_failure(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         attempt: Attempt,
     ) -> Result<(), LoginError> {
         if let Some(lock_for) = self.lockout.fail(&*self.store, attempt, self.now()).await? {
@@ -111,26 +112,30 @@ impl LoginService {
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<LoginOutcome, LoginError> {
         let started = std::time::Instant::now();
-        let result = self.password_login(username, password, client).await;
+        let result = self
+            .password_login(username, password, client, Issue::Pair)
+            .await;
         self.metrics
             .record_login_duration(LoginStep::Password, started.elapsed());
         result
     }
 
-    async fn password_login(
+    /// Step one, issuing `how` the session's tokens (the profile's login times itself).
+    pub(super) async fn password_login(
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
+        how: Issue,
     ) -> Result<LoginOutcome, LoginError> {
         self.refuse_in_lockdown()?;
         check_len(username, MAX_USERNAME)?;
         check_len(password.expose_secret(), MAX_PASSWORD)?;
         let attempt = self.reserve_attempt(username, client).await?;
-        let (result, settle) = self.password_step(username, password, client).await;
+        let (result, settle) = self.password_step(username, password, client, how).await;
         match settle {
             Settle::Failed => self.count_failure(username, client, attempt).await?,
             Settle::Succeeded(user) => self.clear_failures(attempt, &[username, &user]).await,
@@ -143,7 +148,8 @@ impl LoginService {
         &self,
         username: &str,
         password: &SecretString,
-        client: IpAddr,
+        client: ClientAddr,
+        how: Issue,
     ) -> (Result<LoginOutcome, LoginError>, Settle) {
         let verdict = match self.backend.authenticate(username, password).await {
             Ok(v) => v,
@@ -200,11 +206,11 @@ impl LoginService {
         let sid = self.tokens.random_id();
         for _ in 0..EPOCH_RETRIES {
             let decided = self
-                .open_or_defer(&user, &sid, credential.as_ref(), client)
+                .open_or_defer(&user, &sid, credential.as_ref(), client, how)
                 .await;
             match decided {
-                Ok(Some(LoginOutcome::Tokens(pair))) => {
-                    return (Ok(LoginOutcome::Tokens(pair)), Settle::Succeeded(user));
+                Ok(Some(LoginOutcome::Tokens(issued))) => {
+                    return (Ok(LoginOutcome::Tokens(issued)), Settle::Succeeded(user));
                 }
                 Ok(Some(mfa)) => return (Ok(mfa), Settle::Undecided),
                 // A user-wide revocation overtook this login: decide again.
@@ -229,7 +235,8 @@ impl LoginService {
         user: &str,
         sid: &str,
         credential: Option<&SecretString>,
-        client: IpAddr,
+        client: ClientAddr,
+        how: Issue,
     ) -> Result<Option<LoginOutcome>, LoginError> {
         // The epoch is read before the 2FA record: a revocation that follows a change of
         // second factor bumps it after that change, so either this login sees the change or
@@ -237,9 +244,30 @@ impl LoginService {
         let epoch = self.sessions_epoch(user).await?;
         let mfa = self.mfa_record(user).await?;
         if mfa.as_ref().is_some_and(|m| m.enabled) {
-            let (mfa_token, _) =
-                self.tokens
-                    .mint(Kind::Mfa, user, sid, &["pwd"], MFA_TOKEN_TTL, credential)?;
+            let mfa_token = match how {
+                Issue::Pair => {
+                    let (token, claims) = self.tokens.mint(
+                        Kind::Mfa,
+                        user,
+                        sid,
+                        &["pwd"],
+                        MFA_TOKEN_TTL,
+                        credential,
+                    )?;
+                    SingleToken {
+                        token: token.into(),
+                        exp: claims.exp,
+                    }
+                }
+                Issue::Single(spec) => {
+                    let pre_otp = ClientToken {
+                        ttl: MFA_TOKEN_TTL,
+                        two_factor: true,
+                        ..spec
+                    };
+                    self.mint_client_token(Kind::Mfa, user, sid, &["pwd"], credential, pre_otp)?
+                }
+            };
             self.emit(SecurityEvent::LoginSuccess {
                 user,
                 client,
@@ -248,12 +276,13 @@ impl LoginService {
             });
             return Ok(Some(LoginOutcome::MfaRequired {
                 mfa_required: true,
-                mfa_token: mfa_token.into(),
+                mfa_token: mfa_token.token,
                 expires_in: MFA_TOKEN_TTL,
+                exp: mfa_token.exp,
             }));
         }
-        let Some(pair) = self
-            .start_session(user, sid, &["pwd"], credential, epoch, client)
+        let Some(issued) = self
+            .start_session(user, sid, &["pwd"], credential, epoch, client, how)
             .await?
         else {
             return Ok(None);
@@ -265,12 +294,12 @@ impl LoginService {
             sid,
             mfa_pending: false,
         });
-        Ok(Some(LoginOutcome::Tokens(pair)))
+        Ok(Some(LoginOutcome::Tokens(issued)))
     }
 
     /// Ends a legacy session authgate will not use (the login was refused after the backend
     /// said yes). Best effort: it also dies by the backend's own idle expiry.
-    async fn end_backend_session(&self, credential: Option<&SecretString>) {
+    pub(super) async fn end_backend_session(&self, credential: Option<&SecretString>) {
         if let Err(e) = self.backend.logout(credential).await {
             tracing::warn!(error = %e, "backend logout of a refused login failed");
         }

@@ -4,12 +4,13 @@
 //! the lockout, and any change of second factor revokes every session of the user. A code or
 //! the plain TOTP secret is never logged or stored.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::ExposeSecret;
 
 use super::mfa::{self, MfaRecord};
-use super::{Enrollment, LoginError, LoginService, MAX_CODE, Redacted, TokenPair};
+use super::session::Issue;
+use super::{Enrollment, Issued, LoginError, LoginService, MAX_CODE, Redacted};
 use super::{check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
 use crate::metrics::{LoginResult, LoginStep};
@@ -22,21 +23,23 @@ impl LoginService {
         &self,
         mfa_token: &str,
         code: &str,
-        client: IpAddr,
-    ) -> Result<TokenPair, LoginError> {
+        client: ClientAddr,
+    ) -> Result<Issued, LoginError> {
         let started = std::time::Instant::now();
-        let result = self.otp_login(mfa_token, code, client).await;
+        let result = self.otp_login(mfa_token, code, client, Issue::Pair).await;
         self.metrics
             .record_login_duration(LoginStep::Otp, started.elapsed());
         result
     }
 
-    async fn otp_login(
+    /// Step two, issuing `how` the session's tokens (the profile's verify-otp times itself).
+    pub(super) async fn otp_login(
         &self,
         mfa_token: &str,
         code: &str,
-        client: IpAddr,
-    ) -> Result<TokenPair, LoginError> {
+        client: ClientAddr,
+        how: Issue,
+    ) -> Result<Issued, LoginError> {
         self.refuse_in_lockdown()?;
         check_len(mfa_token, crate::token::MAX_TOKEN_LEN)?;
         check_len(code, MAX_CODE)?;
@@ -49,9 +52,9 @@ impl LoginService {
         }
         let user = t.sub.to_string();
         let attempt = self.reserve_attempt(&user, client).await?;
-        let result = self.otp_step(&t, &user, code, client).await;
+        let result = self.otp_step(&t, &user, code, client, how).await;
         match result {
-            Err(LoginError::InvalidGrant(INVALID_CODE)) => {
+            Err(LoginError::InvalidCode) => {
                 self.count_failure(&user, client, attempt).await?;
             }
             Ok(_) => self.clear_failures(attempt, &[&user]).await,
@@ -61,14 +64,15 @@ impl LoginService {
     }
 
     /// Step two after its lockout reservation: the code, then the session. A wrong code is
-    /// `InvalidGrant(INVALID_CODE)`, which the caller counts.
+    /// `InvalidCode`, which the caller counts.
     async fn otp_step(
         &self,
         t: &Verified,
         user: &str,
         code: &str,
-        client: IpAddr,
-    ) -> Result<TokenPair, LoginError> {
+        client: ClientAddr,
+        how: Issue,
+    ) -> Result<Issued, LoginError> {
         // Read before the code is checked against the 2FA record: a user-wide revocation
         // (2FA disabled, re-enrolled) that runs meanwhile keeps this session from being listed.
         let epoch = self.sessions_epoch(user).await?;
@@ -79,7 +83,7 @@ impl LoginService {
                 client,
                 sid: &t.sid,
             });
-            return Err(LoginError::InvalidGrant(INVALID_CODE));
+            return Err(LoginError::InvalidCode);
         };
         // Each MFA token opens one session.
         let fresh = self
@@ -102,7 +106,7 @@ impl LoginService {
                 sid: &t.sid,
             });
         }
-        let Some(pair) = self
+        let Some(issued) = self
             .start_session(
                 user,
                 &t.sid,
@@ -110,6 +114,7 @@ impl LoginService {
                 t.credential.as_ref(),
                 epoch,
                 client,
+                how,
             )
             .await?
         else {
@@ -123,7 +128,7 @@ impl LoginService {
             client,
             sid: &t.sid,
         });
-        Ok(pair)
+        Ok(issued)
     }
 
     /// The stored second factor of `user`, pending or enabled.
@@ -200,9 +205,8 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
-        check_len(code, MAX_CODE)?;
         let user = &*token.sub;
         match self.mfa_record(user).await? {
             None => return Err(LoginError::Conflict("no enrollment pending")),
@@ -213,15 +217,9 @@ impl LoginService {
             }
             Some(_) => {}
         }
-        if self.check_code(user, code).await? != Some(CodeKind::Totp) {
-            self.emit(SecurityEvent::MfaFailure {
-                user,
-                client,
-                sid: &token.sid,
-            });
-            return Err(LoginError::InvalidGrant(INVALID_CODE));
-        }
-        let codes = self.replace_recovery_codes(user, true).await?;
+        self.guarded_code(token, code, client).await?;
+        let (codes, digests) = mfa::new_recovery_codes(user);
+        self.set_recovery_digests(user, digests, true).await?;
         self.emit(SecurityEvent::TwoFactorEnabled {
             user,
             client,
@@ -229,15 +227,16 @@ impl LoginService {
         });
         self.revoke_user(user, client, RevokeReason::TwoFactorEnabled)
             .await?;
-        Ok(codes)
+        Ok(codes.into())
     }
 
-    async fn replace_recovery_codes(
+    /// Replaces the recovery codes of `user`'s record (and with `enable`, turns it on).
+    pub(super) async fn set_recovery_digests(
         &self,
         user: &str,
+        digests: Vec<String>,
         enable: bool,
-    ) -> Result<Redacted<Vec<String>>, LoginError> {
-        let (codes, digests) = mfa::new_recovery_codes(user);
+    ) -> Result<(), LoginError> {
         update(&*self.store, Ns::Mfa, user, |raw| {
             let Some(mut rec) = raw.and_then(|r| serde_json::from_slice::<MfaRecord>(r).ok())
             else {
@@ -248,7 +247,7 @@ impl LoginService {
             (Some(json(&rec)), 0, ())
         })
         .await?;
-        Ok(codes.into())
+        Ok(())
     }
 
     /// Turns 2FA off after a valid code; revokes every session of the user.
@@ -256,9 +255,19 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
-        self.require_enabled_code(token, code, client).await?;
+        self.require_enabled(&token.sub).await?;
+        self.guarded_code(token, code, client).await?;
+        self.turn_off_second_factor(token, client).await
+    }
+
+    /// Deletes the caller's second factor and revokes every session of the user.
+    pub(super) async fn turn_off_second_factor(
+        &self,
+        token: &Verified,
+        client: ClientAddr,
+    ) -> Result<(), LoginError> {
         self.store.delete(Ns::Mfa, &token.sub).await?;
         self.emit(SecurityEvent::TwoFactorDisabled {
             user: &token.sub,
@@ -275,28 +284,36 @@ impl LoginService {
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<Redacted<Vec<String>>, LoginError> {
-        self.require_enabled_code(token, code, client).await?;
-        self.replace_recovery_codes(&token.sub, false).await
+        self.require_enabled(&token.sub).await?;
+        self.guarded_code(token, code, client).await?;
+        let (codes, digests) = mfa::new_recovery_codes(&token.sub);
+        self.set_recovery_digests(&token.sub, digests, false)
+            .await?;
+        Ok(codes.into())
     }
 
-    async fn require_enabled_code(
+    /// `Conflict` unless `user` has 2FA on.
+    pub(super) async fn require_enabled(&self, user: &str) -> Result<(), LoginError> {
+        if self.mfa_record(user).await?.is_some_and(|r| r.enabled) {
+            Ok(())
+        } else {
+            Err(LoginError::Conflict(
+                "two-factor authentication is not enabled",
+            ))
+        }
+    }
+
+    /// Checks and consumes a code of the caller's second factor behind the lockout: a wrong
+    /// one counts against the user and the address (`InvalidCode`).
+    pub(super) async fn guarded_code(
         &self,
         token: &Verified,
         code: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<(), LoginError> {
         check_len(code, MAX_CODE)?;
-        if !self
-            .mfa_record(&token.sub)
-            .await?
-            .is_some_and(|r| r.enabled)
-        {
-            return Err(LoginError::Conflict(
-                "two-factor authentication is not enabled",
-            ));
-        }
         let attempt = self.reserve_attempt(&token.sub, client).await?;
         let checked = self.check_code(&token.sub, code).await;
         match checked {
@@ -318,7 +335,7 @@ impl LoginService {
                     sid: &token.sid,
                 });
                 self.count_failure(&token.sub, client, attempt).await?;
-                Err(LoginError::InvalidGrant(INVALID_CODE))
+                Err(LoginError::InvalidCode)
             }
             Err(e) => {
                 self.release_attempt(attempt).await;
@@ -335,9 +352,6 @@ impl LoginService {
         })
     }
 }
-
-/// What a wrong code answers (and what marks it as one to count).
-const INVALID_CODE: &str = "invalid code";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CodeKind {

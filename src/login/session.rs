@@ -7,12 +7,12 @@
 //! User-wide revocation is race-free through a per-user epoch kept with the user's session
 //! list (see [`LoginService::revoke_user`] and [`LoginService::start_session`]).
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{LoginError, LoginService, TokenPair, check_len, json, parse};
+use super::{LoginError, LoginService, Redacted, TokenPair, check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
 use crate::store::{Ns, StoreError, update};
 use crate::token::{Kind, TokenError, Verified};
@@ -66,6 +66,18 @@ impl Session {
             refreshed: 0,
             client: None,
             user_agent: None,
+            device: None,
+        }
+    }
+
+    /// How long a revocation of this session must last at least: a session without refresh
+    /// tokens (service, profile and device tokens) handed out one token that lives as long as
+    /// the session itself; 0 for the others, whose access tokens are short.
+    pub(super) fn token_lives_until(&self, leeway: u64) -> u64 {
+        if self.refresh_jti.is_empty() {
+            self.expires_at + leeway + 60
+        } else {
+            0
         }
     }
 }
@@ -107,6 +119,44 @@ pub(super) struct Session {
     pub(super) client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) user_agent: Option<String>,
+    /// The device of a persistent device token (its `aud`, SPEC 2.7); none otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) device: Option<String>,
+}
+
+/// What a new session hands out.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Issue {
+    /// An access token and a rotating refresh token (SPEC 2.2).
+    Pair,
+    /// One token with the nethcti-middleware client's claims, living as long as the session,
+    /// no refresh (SPEC 2.7).
+    Single(ClientToken),
+}
+
+/// A token of the nethcti-middleware profile.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientToken {
+    pub(super) ttl: u64,
+    /// Whether the user has 2FA on (the `2fa` claim).
+    pub(super) two_factor: bool,
+    /// A device token's device (its `aud` and [`Session::device`]).
+    pub(super) device: Option<&'static str>,
+}
+
+/// The tokens of a new session.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Issued {
+    Pair(TokenPair),
+    Single(SingleToken),
+}
+
+/// One token and when it expires (unix seconds).
+#[derive(Debug, Serialize)]
+pub struct SingleToken {
+    pub token: Redacted<String>,
+    pub exp: u64,
 }
 
 impl LoginService {
@@ -122,6 +172,7 @@ impl LoginService {
     /// after it (and sees the moved epoch and fails). Its tokens only leave this function once
     /// it is listed; a dropped session's access token was never handed out and its record is
     /// deleted, so nothing of it is usable.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_session(
         &self,
         user: &str,
@@ -129,20 +180,33 @@ impl LoginService {
         amr: &[&str],
         credential: Option<&SecretString>,
         epoch: u64,
-        client: IpAddr,
-    ) -> Result<Option<TokenPair>, LoginError> {
-        let (pair, refresh_jti) = self.issue(user, sid, amr, credential)?;
+        client: ClientAddr,
+        how: Issue,
+    ) -> Result<Option<Issued>, LoginError> {
         let now = self.now();
+        let (issued, refresh_jti, expires_at, device) = match how {
+            Issue::Pair => {
+                let (pair, jti) = self.issue(user, sid, amr, credential)?;
+                (Issued::Pair(pair), jti, now + self.refresh_ttl, None)
+            }
+            Issue::Single(spec) => {
+                let single =
+                    self.mint_client_token(Kind::Access, user, sid, amr, credential, spec)?;
+                let exp = single.exp;
+                (Issued::Single(single), String::new(), exp, spec.device)
+            }
+        };
         let session = Session {
             user: user.to_owned(),
             amr: amr.iter().map(|s| (*s).to_owned()).collect(),
             refresh_jti,
             cred: credential.map(|c| self.tokens.seal(sid, c)).transpose()?,
-            expires_at: now + self.refresh_ttl,
+            expires_at,
             created: now,
             refreshed: 0,
             client: Some(client.to_string()),
             user_agent: super::user_agent(),
+            device: device.map(str::to_owned),
         };
         self.store
             .put(Ns::Session, sid, &json(&session), session.expires_at)
@@ -172,7 +236,7 @@ impl LoginService {
                 self.store.delete(Ns::Session, sid).await?;
                 Err(LoginError::Lockdown)
             }
-            Ok(true) => Ok(Some(pair)),
+            Ok(true) => Ok(Some(issued)),
             Ok(false) => {
                 self.store.delete(Ns::Session, sid).await?;
                 Ok(None)
@@ -232,6 +296,33 @@ impl LoginService {
         Ok(UserSessions::decode(raw.as_deref())?.epoch)
     }
 
+    /// A token of the nethcti-middleware profile: authgate's claims, and the ones its client
+    /// reads mirrored from them (`id` = `sub`, `2fa`, `otp_verified` = `amr` has `otp`).
+    pub(super) fn mint_client_token(
+        &self,
+        kind: Kind,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        credential: Option<&SecretString>,
+        spec: ClientToken,
+    ) -> Result<SingleToken, LoginError> {
+        let mut claims = self
+            .tokens
+            .claims(kind, sub, sid, amr, spec.ttl, credential)?;
+        claims.id = Some(sub.to_owned());
+        claims.two_factor = Some(spec.two_factor);
+        claims.otp_verified = Some(amr.contains(&"otp"));
+        if let Some(device) = spec.device {
+            claims.aud = device.to_owned();
+        }
+        let token = self.tokens.sign(kind, &claims)?;
+        Ok(SingleToken {
+            token: token.into(),
+            exp: claims.exp,
+        })
+    }
+
     fn issue(
         &self,
         sub: &str,
@@ -263,7 +354,7 @@ impl LoginService {
     pub async fn refresh(
         &self,
         refresh_token: &str,
-        client: IpAddr,
+        client: ClientAddr,
     ) -> Result<TokenPair, LoginError> {
         self.refuse_in_lockdown()?;
         check_len(refresh_token, crate::token::MAX_TOKEN_LEN)?;
@@ -285,13 +376,9 @@ impl LoginService {
         let session: Session = parse(&raw)?;
         if session.refresh_jti != *t.jti {
             // Rotated already: by this same token moments ago, or it is reuse.
-            if let Some(pair) = self
-                .rotated_pair(&t.sid, &t.jti, Some(&session.refresh_jti))
-                .await?
-            {
-                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
-            }
-            return Err(self.reuse(&t.sid, &t.sub, client).await);
+            return self
+                .rotated_or_reuse(&t, Some(&session.refresh_jti), client)
+                .await;
         }
         let credential = session
             .cred
@@ -306,10 +393,7 @@ impl LoginService {
         let (pair, new_jti) = self.issue(&session.user, &t.sid, &amr, credential.as_ref())?;
         if self.refresh_grace > 0 && !self.claim_rotation(&t.sid, &t.jti, &new_jti, &pair).await? {
             // A concurrent refresh of the same token rotates it: hand out its pair.
-            if let Some(pair) = self.rotated_pair(&t.sid, &t.jti, None).await? {
-                return Ok(self.refreshed(pair, &t.sub, &t.sid, client));
-            }
-            return Err(self.reuse(&t.sid, &t.sub, client).await);
+            return self.rotated_or_reuse(&t, None, client).await;
         }
         let next = Session {
             refresh_jti: new_jti,
@@ -337,13 +421,27 @@ impl LoginService {
         Ok(self.refreshed(pair, &t.sub, &t.sid, client))
     }
 
-    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: IpAddr) -> TokenPair {
+    /// A refresh token that was rotated already: the pair its rotation handed out while the
+    /// grace lasts (see [`Self::rotated_pair`] for `current`), else reuse, which revokes.
+    async fn rotated_or_reuse(
+        &self,
+        t: &Verified,
+        current: Option<&str>,
+        client: ClientAddr,
+    ) -> Result<TokenPair, LoginError> {
+        match self.rotated_pair(&t.sid, &t.jti, current).await? {
+            Some(pair) => Ok(self.refreshed(pair, &t.sub, &t.sid, client)),
+            None => Err(self.reuse(&t.sid, &t.sub, client).await),
+        }
+    }
+
+    fn refreshed(&self, pair: TokenPair, user: &str, sid: &str, client: ClientAddr) -> TokenPair {
         self.emit(SecurityEvent::Refresh { user, client, sid });
         pair
     }
 
     /// A spent refresh token was presented: the session dies, `refresh_reuse` is logged.
-    async fn reuse(&self, sid: &str, user: &str, client: IpAddr) -> LoginError {
+    async fn reuse(&self, sid: &str, user: &str, client: ClientAddr) -> LoginError {
         if let Err(e) = self
             .revoke_session(sid, user, client, RevokeReason::RefreshReuse)
             .await
@@ -425,7 +523,7 @@ impl LoginService {
         &self,
         sid: &str,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<(), LoginError> {
         self.revoke_session_until(sid, user, client, reason, 0)
@@ -438,7 +536,7 @@ impl LoginService {
         &self,
         sid: &str,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
         at_least: u64,
     ) -> Result<(), LoginError> {
@@ -466,7 +564,7 @@ impl LoginService {
     pub(super) async fn revoke_user(
         &self,
         user: &str,
-        client: IpAddr,
+        client: ClientAddr,
         reason: RevokeReason,
     ) -> Result<u64, LoginError> {
         let now = self.now();
@@ -489,13 +587,9 @@ impl LoginService {
             let Some(raw) = self.store.get(Ns::Session, sid).await? else {
                 continue;
             };
-            // A service token's revocation lasts as long as the token.
-            let until = match serde_json::from_slice::<Session>(&raw) {
-                Ok(s) if s.amr.iter().any(|m| m == crate::token::SERVICE_AMR) => {
-                    s.expires_at + self.leeway + 60
-                }
-                _ => 0,
-            };
+            // A long-lived token's revocation lasts as long as the token.
+            let until = serde_json::from_slice::<Session>(&raw)
+                .map_or(0, |s| s.token_lives_until(self.leeway));
             self.revoke_session_until(sid, user, client, reason, until)
                 .await?;
             revoked += 1;
@@ -514,12 +608,19 @@ impl LoginService {
         Ok(revoked)
     }
 
-    /// Ends the session of `token` everywhere at once and logs out of the backend.
-    pub async fn logout(&self, token: &Verified, client: IpAddr) -> Result<(), LoginError> {
-        self.revoke_session(&token.sid, &token.sub, client, RevokeReason::Logout)
+    /// Ends the session of `token` everywhere at once, and the backend session of its
+    /// credential unless another live session of the user still uses it (a device token
+    /// carries the credential of the session that minted it).
+    pub async fn logout(&self, token: &Verified, client: ClientAddr) -> Result<(), LoginError> {
+        let until = token.exp + self.leeway + 60;
+        self.revoke_session_until(&token.sid, &token.sub, client, RevokeReason::Logout, until)
             .await?;
         self.unlist(&token.sub, &token.sid).await;
-        if let Err(e) = self.backend.logout(token.credential.as_ref()).await {
+        let shared = match &token.credential {
+            Some(c) => self.credential_in_use(&token.sub, c).await?,
+            None => false,
+        };
+        if !shared && let Err(e) = self.backend.logout(token.credential.as_ref()).await {
             tracing::warn!(user = %token.sub, sid = %token.sid, error = %e, "backend logout failed; session revoked anyway");
         }
         self.emit(SecurityEvent::Logout {
@@ -528,6 +629,49 @@ impl LoginService {
             sid: &token.sid,
         });
         Ok(())
+    }
+
+    /// Whether a live session of `user` holds `credential`.
+    async fn credential_in_use(
+        &self,
+        user: &str,
+        credential: &SecretString,
+    ) -> Result<bool, LoginError> {
+        let now = self.now();
+        for (sid, session) in self.live_sessions(user, now).await? {
+            let same = session
+                .cred
+                .as_deref()
+                .and_then(|sealed| self.tokens.unseal(&sid, sealed))
+                .is_some_and(|c| c.expose_secret() == credential.expose_secret());
+            if same {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The live sessions of `user` (listed, not revoked, not expired), with their records, in
+    /// the order they were listed.
+    pub(super) async fn live_sessions(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<(String, Session)>, LoginError> {
+        let raw = self.store.get(Ns::UserSessions, user).await?;
+        let list = UserSessions::decode(raw.as_deref())?;
+        let mut live = Vec::new();
+        for (sid, exp) in list.sids {
+            if exp <= now || self.revocations.is_revoked(&sid) {
+                continue;
+            }
+            // A record that does not parse is no live session anyone could use.
+            let record = self.store.get(Ns::Session, &sid).await?;
+            if let Some(session) = record.and_then(|raw| serde_json::from_slice(&raw).ok()) {
+                live.push((sid, session));
+            }
+        }
+        Ok(live)
     }
 }
 

@@ -3,7 +3,7 @@
 //! WebSockets' own, bounded by `relay.max_frame_bytes`), and every way out goes through one
 //! closing sequence that says why.
 
-use std::net::IpAddr;
+use crate::client_addr::ClientAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
@@ -36,8 +36,9 @@ pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 }
 
 /// Dials `{ws_url}/socket.io/?<query>` (`query` already without token parameters), with
-/// `X-Forwarded-For` naming the client and nothing else of the client's request.
-pub async fn dial(relay: &Relay, query: &str, client: IpAddr) -> Result<Upstream, String> {
+/// `X-Forwarded-For` naming the client (when it has an IP address: not for `unix`) and
+/// nothing else of the client's request.
+pub async fn dial(relay: &Relay, query: &str, client: ClientAddr) -> Result<Upstream, String> {
     let url = if query.is_empty() {
         relay.socket_url.clone()
     } else {
@@ -46,7 +47,10 @@ pub async fn dial(relay: &Relay, query: &str, client: IpAddr) -> Result<Upstream
     let mut request = url
         .into_client_request()
         .map_err(|e| format!("invalid backend socket url: {e}"))?;
-    if let Ok(v) = http::HeaderValue::from_str(&client.to_string()) {
+    if let Some(Ok(v)) = client
+        .ip()
+        .map(|ip| http::HeaderValue::from_str(&ip.to_string()))
+    {
         request.headers_mut().insert("x-forwarded-for", v);
     }
     let connect = tokio_tungstenite::connect_async_tls_with_config(
@@ -84,7 +88,7 @@ pub async fn run(
     client: WebSocket,
     upstream: Upstream,
     bound: Option<Arc<Verified>>,
-    peer: IpAddr,
+    peer: ClientAddr,
 ) {
     let relay = admission.relay().clone();
     let (mut c_tx, mut c_rx) = client.split();

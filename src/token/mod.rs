@@ -80,6 +80,15 @@ pub struct Claims {
     /// The backend credential, sealed (AEAD bound to `sid`); access and MFA tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cred: Option<String>,
+    /// What the nethcti-middleware profile's client reads (SPEC 2.7), mirrored from the
+    /// claims above: the user name (`sub`), whether the user has 2FA on, and whether this
+    /// token went through it (`amr` has `otp`). Absent from every other token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "2fa", default, skip_serializing_if = "Option::is_none")]
+    pub two_factor: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otp_verified: Option<bool>,
 }
 
 /// The `amr` of service tokens.
@@ -367,7 +376,12 @@ impl TokenService {
         let snapshot = load_snapshot(&cfg.store.path, t.algorithm, clock.now(), lives, 0)?;
         let mut validation = Validation::new(jwt_alg(t.algorithm));
         validation.set_issuer(&[&t.issuer]);
-        validation.set_audience(&[&t.audience]);
+        // The profile's device tokens carry their device as audience (SPEC 2.7).
+        let mut audiences = vec![t.audience.as_str()];
+        if cfg.compat.nethcti_middleware {
+            audiences.extend(config::DEVICE_AUDIENCES);
+        }
+        validation.set_audience(&audiences);
         // Time claims are checked against our own clock, below.
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -456,12 +470,26 @@ impl TokenService {
         ttl_secs: u64,
         credential: Option<&SecretString>,
     ) -> Result<(String, Claims), MintError> {
+        let claims = self.claims(kind, sub, sid, amr, ttl_secs, credential)?;
+        Ok((self.sign(kind, &claims)?, claims))
+    }
+
+    /// The claims [`Self::mint`] signs, for a caller that adds to them before [`Self::sign`].
+    pub fn claims(
+        &self,
+        kind: Kind,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        ttl_secs: u64,
+        credential: Option<&SecretString>,
+    ) -> Result<Claims, MintError> {
         let now = self.clock.now();
         let cred = match credential {
             Some(c) if kind != Kind::Refresh => Some(self.seal(sid, c)?),
             _ => None,
         };
-        let claims = Claims {
+        Ok(Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: sub.to_owned(),
@@ -472,13 +500,20 @@ impl TokenService {
             sid: sid.to_owned(),
             amr: amr.iter().map(|s| (*s).to_owned()).collect(),
             cred,
-        };
+            id: None,
+            two_factor: None,
+            otp_verified: None,
+        })
+    }
+
+    /// Signs `claims` as a token of `kind` with the current signing key. `claims.aud` must be
+    /// one this service accepts (`tokens.audience`, or a device audience of the profile).
+    pub fn sign(&self, kind: Kind, claims: &Claims) -> Result<String, MintError> {
         let keys = self.keys.load();
         let mut header = Header::new(jwt_alg(self.alg));
         header.kid = Some(keys.signing_kid.clone());
         header.typ = Some(kind.typ().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, &keys.signing)?;
-        Ok((token, claims))
+        Ok(jsonwebtoken::encode(&header, claims, &keys.signing)?)
     }
 
     /// Verifies `token` (any kind); the caller decides whether the kind fits. Access tokens

@@ -23,7 +23,7 @@ use axum::routing::any;
 
 use super::AppState;
 use crate::credentials::{self, Headers};
-use crate::decision::{self, Decision, Denial};
+use crate::decision::{self, Decision, Denial, DenialResponse, Dialect};
 use crate::metrics::Transport;
 use crate::token::Invalid;
 
@@ -95,10 +95,14 @@ async fn authz(State(state): State<Arc<AppState>>, request: Request) -> Response
     if let Some(span) = span {
         span.finish("http", &decision);
     }
-    authz_response(decision)
+    let dialect = match &decision {
+        Decision::Deny(_) => state.checker.dialect(path),
+        Decision::Allow(_) => Dialect::OAuth,
+    };
+    authz_response(decision, dialect)
 }
 
-fn authz_response(decision: Decision) -> Response {
+fn authz_response(decision: Decision, dialect: Dialect) -> Response {
     match decision {
         Decision::Allow(allow) => {
             let mut resp = StatusCode::OK.into_response();
@@ -111,7 +115,10 @@ fn authz_response(decision: Decision) -> Response {
                 match HeaderValue::try_from(value) {
                     Ok(v) => h.insert(name, v),
                     Err(_) => {
-                        return authz_response(Decision::Deny(Denial::Invalid(Invalid::Claims)));
+                        return authz_response(
+                            Decision::Deny(Denial::Invalid(Invalid::Claims)),
+                            dialect,
+                        );
                     }
                 };
             }
@@ -135,19 +142,25 @@ fn authz_response(decision: Decision) -> Response {
             resp
         }
         Decision::Deny(denial) => {
-            let mut resp = Response::new(Body::from(denial.json_body()));
-            *resp.status_mut() =
-                StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            if let Some(Ok(v)) = denial.www_authenticate().map(HeaderValue::try_from) {
-                h.insert(header::WWW_AUTHENTICATE, v);
-            }
-            h.insert(REASON.clone(), HeaderValue::from_static(denial.reason()));
+            let mut resp = denial_response(denial.response(dialect));
+            resp.headers_mut()
+                .insert(REASON.clone(), HeaderValue::from_static(denial.reason()));
             resp
         }
     }
+}
+
+/// A denial as an HTTP response (the check endpoint's, the relay's at upgrade).
+pub(super) fn denial_response(denial: DenialResponse) -> Response {
+    let mut resp = Response::new(Body::from(denial.body));
+    *resp.status_mut() = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(Ok(v)) = denial.www_authenticate.map(HeaderValue::try_from) {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }

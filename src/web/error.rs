@@ -7,7 +7,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::decision::Denial;
+use crate::decision::{Denial, Dialect, dialect_body};
 use crate::login::LoginError;
 
 /// An error of the login API, rendered as RFC 6749-style JSON.
@@ -67,6 +67,9 @@ impl From<LoginError> for ApiError {
             LoginError::InvalidGrant(why) => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", why)
             }
+            LoginError::InvalidCode => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid code")
+            }
             LoginError::Locked { retry_after } => Self {
                 retry_after: Some(retry_after.max(1)),
                 ..Self::new(
@@ -94,9 +97,78 @@ impl From<LoginError> for ApiError {
     }
 }
 
+/// An error of the nethcti-middleware profile's routes (SPEC 2.7): the same mapping, in the
+/// body that client reads, `{"code","message","data":null}` (with `error` kept), realm
+/// `nethcti`. Where the middleware's messages are the client's contract, they are kept.
+#[derive(Debug)]
+pub struct NethctiError(ApiError);
+
+impl From<ApiError> for NethctiError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<Denial> for NethctiError {
+    fn from(d: Denial) -> Self {
+        let mut e = ApiError::from(d);
+        e.www_authenticate = d.response(Dialect::Nethcti).www_authenticate;
+        Self(e)
+    }
+}
+
+impl From<LoginError> for NethctiError {
+    fn from(e: LoginError) -> Self {
+        Self(match e {
+            LoginError::BadCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "incorrect Username or Password",
+            ),
+            LoginError::InvalidCode => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", "invalid_otp")
+            }
+            other => ApiError::from(other),
+        })
+    }
+}
+
+impl NethctiError {
+    /// A refusal with the profile's own message (`missing Username or Password`, ...).
+    pub(super) fn new(status: StatusCode, code: &'static str, message: &'static str) -> Self {
+        Self(ApiError::new(status, code, message))
+    }
+}
+
+impl IntoResponse for NethctiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let body = dialect_body(e.status.as_u16(), e.description, e.code);
+        let www_authenticate = match e.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(
+                e.www_authenticate
+                    .unwrap_or_else(|| Dialect::Nethcti.plain_challenge()),
+            ),
+            _ => None,
+        };
+        ApiError {
+            www_authenticate,
+            ..e
+        }
+        .respond(body)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        self.respond(body)
+    }
+}
+
+impl ApiError {
+    /// This error's status and headers around `body`.
+    fn respond(self, body: serde_json::Value) -> Response {
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(v) = self
             .www_authenticate

@@ -1,8 +1,9 @@
 //! What the login API reads from a request before a handler runs: a JSON body whose every
-//! failure is a 400, the client address (through trusted proxies only), and the
+//! failure is a 400, the client address (through trusted proxies only; `unix` for a peer on
+//! a Unix socket that is not one), and the
 //! authenticated caller, by the same authenticate path as the check.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::client_addr::ClientAddr;
 use crate::credentials::Sources;
 use crate::token::Verified;
 
@@ -53,10 +55,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// The authenticated caller of an API route: a genuine access token of a live session
-/// (`Authorization: Bearer` only), and the client address (see [`client_ip`]).
+/// (`Authorization: Bearer` only), and the client address (see [`client_addr`]).
 pub struct Caller {
     pub token: Arc<Verified>,
-    pub client: IpAddr,
+    pub client: ClientAddr,
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -70,14 +72,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             state
                 .checker
                 .authenticate_request(&Sources::HEADER_ONLY, &parts.headers, "")?;
-        let ClientAddr(client) = ClientAddr::from_request_parts(parts, state).await?;
+        let client = ClientAddr::from_request_parts(parts, state).await?;
         Ok(Self { token, client })
     }
 }
 
-/// The client address of a request (see [`client_ip`]).
-pub struct ClientAddr(pub IpAddr);
-
+/// The client address of a request (see [`client_addr`]).
 impl FromRequestParts<Arc<AppState>> for ClientAddr {
     type Rejection = ApiError;
 
@@ -85,35 +85,38 @@ impl FromRequestParts<Arc<AppState>> for ClientAddr {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
+        // The listener sets it on every request; a request without one (a test calling the
+        // router directly) is from an unknown local peer.
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-        Ok(Self(client_ip(state, peer, &parts.headers)))
+            .get::<ConnectInfo<ClientAddr>>()
+            .map_or(ClientAddr::Ip(IpAddr::from([0, 0, 0, 0])), |c| c.0);
+        Ok(client_addr(state, peer, &parts.headers))
     }
 }
 
 /// Says once that a peer sends `X-Forwarded-For` nobody trusts: behind a proxy that is not
 /// in `listen.trusted_proxies`, every client shares the proxy's address (and its lockout).
-fn untrusted_forwarding_once(peer: IpAddr) {
+fn untrusted_forwarding_once(peer: ClientAddr) {
     static SAID: AtomicBool = AtomicBool::new(false);
     if !SAID.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             %peer,
             "X-Forwarded-For ignored: listen.trusted_proxies is empty, so the peer is the client; \
-             behind a proxy, list its address there"
+             behind a proxy, list its address there (\"unix\" for a proxy on a unix: listener)"
         );
     }
 }
 
 /// The client address: the peer, or the last `X-Forwarded-For` hop when the peer is a
-/// trusted proxy (the entry that proxy appended itself).
-fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if !state.trusted_proxies.contains(&peer.ip()) {
+/// trusted proxy (the entry that proxy appended itself). A peer on a Unix socket is `unix`,
+/// and a trusted proxy only when `listen.trusted_proxies` lists `"unix"`.
+fn client_addr(state: &AppState, peer: ClientAddr, headers: &HeaderMap) -> ClientAddr {
+    if !state.trusted_proxies.contains(&peer) {
         if state.trusted_proxies.is_empty() && headers.contains_key("x-forwarded-for") {
-            untrusted_forwarding_once(peer.ip());
+            untrusted_forwarding_once(peer);
         }
-        return peer.ip();
+        return peer;
     }
     headers
         .get_all("x-forwarded-for")
@@ -121,6 +124,6 @@ fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr 
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .next_back()
-        .and_then(|ip| ip.trim().parse().ok())
-        .unwrap_or(peer.ip())
+        .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map_or(peer, ClientAddr::Ip)
 }

@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientAddr};
+use super::extract::{ApiJson, Caller};
+use crate::client_addr::ClientAddr;
 use crate::credentials::{self, Found, Sources};
 use crate::decision::Denial;
 use crate::login::with_user_agent;
@@ -53,7 +54,7 @@ fn user_agent(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 async fn login(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
@@ -74,7 +75,7 @@ struct OtpBody {
 
 async fn login_otp(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<OtpBody>,
 ) -> Result<Response, ApiError> {
@@ -94,7 +95,7 @@ struct RefreshBody {
 /// Refresh token in `Authorization: Bearer` (as MikoPBX clients send it) or a JSON body.
 async fn refresh(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     request: Request,
 ) -> Result<Response, ApiError> {
     let bearer = match credentials::find_token(&Sources::HEADER_ONLY, request.headers(), "") {

@@ -7,9 +7,9 @@ mod authz;
 mod error;
 mod extract;
 mod login_api;
+mod nethcti;
 mod socket;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -40,22 +40,36 @@ pub struct AppState {
     pub ready: Arc<Readiness>,
     /// What the revocation sync loop knows of the store (for `/status` and `authgate_store_up`).
     pub store_state: tokio::sync::watch::Receiver<SyncState>,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<crate::client_addr::ClientAddr>,
     /// The socket.io relay (SPEC 2.4); `None` unless the backend is nethcti.
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// Traces (`[telemetry]`); off unless configured.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The nethcti-middleware profile (SPEC 2.7), when `[compat] nethcti_middleware` is on.
+    pub nethcti: Option<crate::config::CompatConfig>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
     // The check answers only 200/401/403 (oversized credentials are a 401 there), so the
     // header bound applies to the API alone.
+    let prefix = state.nethcti.as_ref().map(|c| c.prefix.clone());
     let api = login_api::routes()
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             trace_request,
         ))
-        .merge(socket::routes())
+        .merge(socket::routes(prefix.as_deref()))
+        .merge(
+            prefix
+                .as_deref()
+                .map(|p| {
+                    nethcti::routes(p).layer(axum::middleware::from_fn_with_state(
+                        state.clone(),
+                        trace_request,
+                    ))
+                })
+                .unwrap_or_default(),
+        )
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

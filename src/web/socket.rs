@@ -1,4 +1,5 @@
-//! The relay's HTTP side: WebSocket upgrades at `/socket.io/` (and `/api/ws/`). Checks a
+//! The relay's HTTP side: WebSocket upgrades at `/socket.io/` (and `/api/ws/` in the
+//! nethcti-middleware profile). Checks a
 //! token that comes with the upgrade (the route's sources, as the check reads them), takes a
 //! place among `relay.max_sockets`, dials the backend, then hands both sockets to the relay.
 //! A refusal here is an HTTP answer and no upgrade: 401/403 for a token, 503 when full, 502
@@ -7,31 +8,35 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
-use super::extract::ClientAddr;
+use crate::client_addr::ClientAddr;
 use crate::config::Access;
-use crate::decision::Denial;
+use crate::decision::{Denial, Dialect};
 use crate::relay::{self, CloseReason, Refusal, protocol};
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+/// `/socket.io/`, and `{prefix}/ws/` when the nethcti-middleware profile serves `prefix`.
+pub(super) fn routes(nethcti_prefix: Option<&str>) -> Router<Arc<AppState>> {
+    let router = Router::new()
         .route("/socket.io", get(socket))
-        .route("/socket.io/", get(socket))
-        .route("/api/ws", get(socket))
-        .route("/api/ws/", get(socket))
+        .route("/socket.io/", get(socket));
+    match nethcti_prefix {
+        Some(prefix) => router
+            .route(&format!("{prefix}/ws"), get(socket))
+            .route(&format!("{prefix}/ws/"), get(socket)),
+        None => router,
+    }
 }
 
 async fn socket(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     request: Request,
 ) -> Response {
@@ -50,9 +55,10 @@ async fn socket(
     let checker = relay.checker();
     let raw_path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let route = checker.policy.route("GET", raw_path);
+    let dialect = checker.dialect(raw_path);
     if route.access == Access::Deny {
         relay.record_close(CloseReason::UpgradeRefused);
-        return refused(Refusal::Denied(Denial::RouteClosed));
+        return refused(dialect, Refusal::Denied(Denial::RouteClosed));
     }
     // A token with the upgrade is optional (the client may log in with the `login` event),
     // but one that is there must be good.
@@ -67,7 +73,7 @@ async fn socket(
             if let Err(why) = admissible {
                 tracing::info!(user = %verified.sub, sid = %verified.sid, client = %client, why = why.label(), "relay: upgrade refused");
                 relay.record_close(CloseReason::UpgradeRefused);
-                return refused(why);
+                return refused(dialect, why);
             }
             Some(verified)
         }
@@ -75,7 +81,7 @@ async fn socket(
         Err(denial) => {
             tracing::info!(client = %client, why = denial.outcome().label(), "relay: upgrade refused");
             relay.record_close(CloseReason::UpgradeRefused);
-            return refused(Refusal::Denied(denial));
+            return refused(dialect, Refusal::Denied(denial));
         }
     };
     let Some(admission) = relay.admit() else {
@@ -104,8 +110,8 @@ async fn socket(
         .on_upgrade(move |socket| relay::run(admission, socket, upstream, bound, client))
 }
 
-/// The check's JSON body and challenge, with the relay's status.
-fn refused(why: Refusal) -> Response {
+/// The check's JSON body and challenge (in the route's dialect), with the relay's status.
+fn refused(dialect: Dialect, why: Refusal) -> Response {
     if why == Refusal::Unavailable {
         return super::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -114,18 +120,9 @@ fn refused(why: Refusal) -> Response {
         )
         .into_response();
     }
-    let denial = why.denial();
-    let mut resp = Response::new(Body::from(denial.json_body()));
-    *resp.status_mut() = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(Ok(v)) = denial.www_authenticate().map(HeaderValue::try_from) {
-        h.insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
+    let mut response = why.denial().response(dialect);
+    response.status = why.status();
+    super::authz::denial_response(response)
 }
 
 /// `{"code","message"}` as an Engine.IO server answers a request it cannot serve.

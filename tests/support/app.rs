@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use authgate::client_addr::ClientAddr;
 use authgate::clock::Clock;
 use authgate::config::{
     Access, BackendConfig, Config, FileBackendConfig, RedisConfig, RemoteBackendConfig, Route,
@@ -39,9 +40,8 @@ use tower::ServiceExt as _;
 pub const T0: u64 = 1_800_000_000;
 pub const ALICE_PASSWORD: &str = "alice password";
 
-/// The peer address in-process requests come from: loopback, as over a local socket (a
-/// trusted proxy by default).
-const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+/// The peer in-process requests come from: loopback, as over a local TCP socket.
+const PEER: ClientAddr = ClientAddr::Ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
@@ -153,8 +153,8 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
-        config.listen.grpc = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.listen.http = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen.grpc = SocketAddr::from(([127, 0, 0, 1], 0)).into();
+        config.listen.http = SocketAddr::from(([127, 0, 0, 1], 0)).into();
         file_backend(&mut config, dir.path().join("users"));
         embedded_store(&mut config, dir.path().join("data"));
         TestAppBuilder {
@@ -174,6 +174,7 @@ impl TestApp {
         let running = start_with_clock(config.clone(), clock.clone())
             .await
             .expect("start authgate");
+        // Over a Unix socket, `base` names no listener (tests about it dial the socket).
         let base = format!("http://{}", running.http_addr);
         Self {
             dir,
@@ -189,12 +190,14 @@ impl TestApp {
         self.running.as_ref().expect("authgate is running")
     }
 
+    /// The HTTP listener's TCP address (panics when it is a Unix socket).
     pub fn http_addr(&self) -> SocketAddr {
-        self.running().http_addr
+        self.running().http_addr.tcp().expect("listen.http is TCP")
     }
 
+    /// The gRPC listener's TCP address (panics when it is a Unix socket).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.running().grpc_addr
+        self.running().grpc_addr.tcp().expect("listen.grpc is TCP")
     }
 
     /// The HTTP router over this app's state: the one place tests build it.

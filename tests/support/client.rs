@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, ensure};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use std::path::Path;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UnixStream};
 
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
@@ -56,8 +58,36 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<HttpResponse> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    exchange(stream, &addr.to_string(), method, target, headers, body).await
+}
+
+/// [`request`] on the Unix socket at `socket`.
+pub async fn request_unix(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpResponse> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to unix:{}", socket.display()))?;
+    exchange(stream, "localhost", method, target, headers, body).await
+}
+
+/// One request on `stream`, the whole answer read.
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpResponse> {
     let io = async {
-        let mut stream = TcpStream::connect(addr).await?;
         let mut head =
             format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for (name, value) in headers {

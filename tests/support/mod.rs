@@ -7,6 +7,9 @@
 //! - [`echo`]: the echo upstream standing in for the legacy application;
 //! - [`proxy`]: the shipped Envoy and nginx configs rendered with test ports, the stack
 //!   (proxy + authgate + echo) and the checks every proxy mode must pass;
+//! - [`js_client`]: the real socket.io JavaScript client under node;
+//! - [`nethvoice`]: the `deploy/nethvoice/` Envoy and nginx configs (authgate in place of
+//!   nethcti-middleware) in front of authgate and the nethcti simulator;
 //! - [`hostile`]: hand-made hostile tokens (also used by the fuzz target);
 //! - [`app`]: the whole authgate in process ([`app::TestApp`] and its builder);
 //! - [`nethcti_sim`]: the nethcti-server stand-in;
@@ -30,9 +33,11 @@ pub mod authgate_process;
 pub mod client;
 pub mod echo;
 pub mod hostile;
+pub mod js_client;
 pub mod logs;
 pub mod nethcti_sim;
 pub mod nethcti_socket;
+pub mod nethvoice;
 pub mod process;
 pub mod proxy;
 pub mod redis;

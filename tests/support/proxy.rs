@@ -1,23 +1,25 @@
 //! The real Envoy and nginx in front of an in-process authgate ([`TestApp`] on the system
 //! clock) and the [`Echo`] upstream standing in for the legacy application: rendering the
-//! shipped configs in `envoy/` and `nginx/` with the test's ports, starting the stack, and the
-//! table of checks every proxy mode must pass.
+//! shipped configs in `envoy/` and `nginx/` with the test's ports (and, for the Unix socket
+//! variants, the test's socket paths), starting the stack, and the table of checks every
+//! proxy mode must pass.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
 use authgate::clock::Clock;
-use authgate::config::{Access, Algorithm};
+use authgate::config::{Access, Algorithm, ListenAddr};
 use authgate::token::Kind;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::app::{TestApp, routes};
-use super::client::{HttpResponse, get, post_json, request};
+use super::client::{HttpResponse, get, post_json, request, request_unix};
 use super::echo::{Echo, Seen};
 use super::hostile::{alg_none_token, hs256_token, jwt_part, tampered_signature};
 use super::process::{ChildProcess, envoy_bin, free_ports, local, nginx_bin, repo_path};
@@ -99,6 +101,64 @@ pub fn envoy_http_config(p: &Ports) -> String {
     )
 }
 
+/// Where authgate listens for a Unix socket variant whose files are under `dir`: the gRPC
+/// and the HTTP socket.
+pub fn authgate_sockets(dir: &Path) -> [PathBuf; 2] {
+    [
+        dir.join("authgate-grpc.sock"),
+        dir.join("authgate-http.sock"),
+    ]
+}
+
+/// `envoy/envoy-grpc-uds.yaml`: the ports, and authgate's sockets under `dir`.
+pub fn envoy_grpc_uds_config(p: &Ports, dir: &Path) -> String {
+    let template = std::fs::read_to_string(repo_path("envoy/envoy-grpc-uds.yaml"))
+        .expect("read envoy/envoy-grpc-uds.yaml");
+    let [grpc, http] = authgate_sockets(dir);
+    render(
+        &template,
+        "envoy/envoy-grpc-uds.yaml",
+        &[
+            ("port_value: 10000", format!("port_value: {}", p.proxy)),
+            ("port_value: 9901", format!("port_value: {}", p.admin)),
+            (
+                "pipe: { path: /run/authgate/grpc.sock }",
+                format!("pipe: {{ path: {} }}", grpc.display()),
+            ),
+            (
+                "pipe: { path: /run/authgate/http.sock }",
+                format!("pipe: {{ path: {} }}", http.display()),
+            ),
+            ("port_value: 8179", format!("port_value: {}", p.legacy)),
+        ],
+    )
+}
+
+/// `nginx/nginx-uds.conf`: the ports, and authgate's HTTP socket under `dir`.
+pub fn nginx_uds_config(p: &Ports, dir: &Path) -> String {
+    let template = std::fs::read_to_string(repo_path("nginx/nginx-uds.conf"))
+        .expect("read nginx/nginx-uds.conf");
+    let [_, http] = authgate_sockets(dir);
+    render(
+        &template,
+        "nginx/nginx-uds.conf",
+        &[
+            (
+                "listen 127.0.0.1:8000;",
+                format!("listen 127.0.0.1:{};", p.proxy),
+            ),
+            (
+                "server unix:/run/authgate/http.sock;",
+                format!("server unix:{};", http.display()),
+            ),
+            (
+                "server 127.0.0.1:8179;",
+                format!("server 127.0.0.1:{};", p.legacy),
+            ),
+        ],
+    )
+}
+
 /// nginx keeps every writable path relative to its `-p` prefix, so only ports change.
 pub fn nginx_config(p: &Ports) -> String {
     let template =
@@ -174,6 +234,10 @@ pub enum ProxyKind {
     EnvoyGrpc,
     EnvoyHttp,
     Nginx,
+    /// `envoy/envoy-grpc-uds.yaml`: gRPC ext_authz and the API over Unix sockets.
+    EnvoyGrpcUnix,
+    /// `nginx/nginx-uds.conf`: auth_request and the API over a Unix socket.
+    NginxUnix,
 }
 
 impl ProxyKind {
@@ -182,12 +246,27 @@ impl ProxyKind {
             ProxyKind::EnvoyGrpc => "envoy (gRPC ext_authz)",
             ProxyKind::EnvoyHttp => "envoy (HTTP ext_authz)",
             ProxyKind::Nginx => "nginx (auth_request)",
+            ProxyKind::EnvoyGrpcUnix => "envoy (gRPC ext_authz over a Unix socket)",
+            ProxyKind::NginxUnix => "nginx (auth_request over a Unix socket)",
         }
+    }
+
+    pub fn is_envoy(self) -> bool {
+        !self.is_nginx()
+    }
+
+    pub fn is_nginx(self) -> bool {
+        matches!(self, ProxyKind::Nginx | ProxyKind::NginxUnix)
+    }
+
+    /// Whether the proxy reaches authgate over Unix sockets ([`authgate_sockets`]).
+    pub fn over_unix(self) -> bool {
+        matches!(self, ProxyKind::EnvoyGrpcUnix | ProxyKind::NginxUnix)
     }
 
     /// Envoy hands authgate's JSON error body to the client; nginx shows its own error page.
     pub fn denials_carry_json(self) -> bool {
-        matches!(self, ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp)
+        self.is_envoy()
     }
 }
 
@@ -201,73 +280,93 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts `kind` with its shipped config rendered for `ports`, writing under `dir`, and waits
-/// until it accepts connections at `ports.proxy`.
-pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &std::path::Path) -> ChildProcess {
-    let addr = local(ports.proxy);
+/// Starts `kind` with its shipped config rendered for `ports` (and authgate's sockets under
+/// `dir` for the Unix socket variants), writing under `dir`, and waits until it accepts
+/// connections at `ports.proxy`.
+pub async fn spawn_proxy(kind: ProxyKind, ports: &Ports, dir: &Path) -> ChildProcess {
     match kind {
-        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
-            let (file, text) = if kind == ProxyKind::EnvoyGrpc {
-                ("envoy-grpc.yaml", envoy_grpc_config(ports))
-            } else {
-                ("envoy-http.yaml", envoy_http_config(ports))
-            };
-            // The access log goes to a file the test reads (stdout in the shipped config).
-            let text = render(
-                &text,
-                file,
-                &[(
-                    "path: /dev/stdout",
-                    format!("path: {}", access_log_path(kind, dir).display()),
-                )],
-            );
-            let config = dir.join(file);
-            std::fs::write(&config, text).expect("write envoy config");
-            let mut command = Command::new(envoy_bin());
-            command.arg("-c").arg(&config).args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-                // The access log reaches its file at once, not every 10 s.
-                "--file-flush-interval-msec",
-                "50",
-            ]);
-            let mut proxy = ChildProcess::spawn("envoy", command, dir.join("envoy.log"));
-            proxy
-                .wait_for_http_ok(local(ports.admin), "/ready", Duration::from_secs(30))
-                .await;
-            proxy.wait_for_tcp(addr, Duration::from_secs(10)).await;
-            proxy
+        ProxyKind::EnvoyGrpc => {
+            spawn_envoy("envoy-grpc.yaml", &envoy_grpc_config(ports), ports, dir).await
         }
-        ProxyKind::Nginx => {
-            let prefix = dir.join("nginx");
-            std::fs::create_dir_all(&prefix).expect("nginx prefix");
-            let config = prefix.join("nginx.conf");
-            std::fs::write(&config, nginx_config(ports)).expect("write nginx config");
-            let mut command = Command::new(nginx_bin());
-            // In the foreground and one process: nothing outlives the test, and no
-            // switch to "nobody" (when run as root) that could not enter the tempdir.
-            command.arg("-p").arg(&prefix).arg("-c").arg(&config).args([
-                "-e",
-                "stderr",
-                "-g",
-                "daemon off; master_process off;",
-            ]);
-            let mut proxy = ChildProcess::spawn("nginx", command, dir.join("nginx.log"));
-            proxy.wait_for_tcp(addr, Duration::from_secs(10)).await;
-            proxy
+        ProxyKind::EnvoyHttp => {
+            spawn_envoy("envoy-http.yaml", &envoy_http_config(ports), ports, dir).await
         }
+        ProxyKind::EnvoyGrpcUnix => {
+            let config = envoy_grpc_uds_config(ports, dir);
+            spawn_envoy("envoy-grpc-uds.yaml", &config, ports, dir).await
+        }
+        ProxyKind::Nginx => spawn_nginx(&nginx_config(ports), ports, dir).await,
+        ProxyKind::NginxUnix => spawn_nginx(&nginx_uds_config(ports, dir), ports, dir).await,
     }
+}
+
+/// Where Envoy started by [`spawn_envoy`] writes its access log, under its `dir`.
+const ENVOY_ACCESS_LOG: &str = "envoy-access.log";
+
+/// Starts Envoy with the rendered config `text` (written to `dir/file`) and waits until it is
+/// ready (admin `/ready` at `ports.admin`) and accepts connections at `ports.proxy`.
+pub async fn spawn_envoy(
+    file: &str,
+    text: &str,
+    ports: &Ports,
+    dir: &std::path::Path,
+) -> ChildProcess {
+    let config = dir.join(file);
+    // The access log goes to a file the test reads (stdout in the shipped configs).
+    let log = format!("path: {}", dir.join(ENVOY_ACCESS_LOG).display());
+    std::fs::write(&config, text.replace("path: /dev/stdout", &log)).expect("write envoy config");
+    let mut command = Command::new(envoy_bin());
+    command.arg("-c").arg(&config).args([
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warning",
+        // The access log reaches its file at once, not every 10 s.
+        "--file-flush-interval-msec",
+        "50",
+    ]);
+    let mut proxy = ChildProcess::spawn("envoy", command, dir.join("envoy.log"));
+    proxy
+        .wait_for_http_ok(local(ports.admin), "/ready", Duration::from_secs(30))
+        .await;
+    proxy
+        .wait_for_tcp(local(ports.proxy), Duration::from_secs(10))
+        .await;
+    proxy
+}
+
+/// Starts nginx with the rendered config `text` under the prefix `dir/nginx` and waits until
+/// it accepts connections at `ports.proxy`.
+pub async fn spawn_nginx(text: &str, ports: &Ports, dir: &std::path::Path) -> ChildProcess {
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix).expect("nginx prefix");
+    let config = prefix.join("nginx.conf");
+    std::fs::write(&config, text).expect("write nginx config");
+    let mut command = Command::new(nginx_bin());
+    // In the foreground and one process: nothing outlives the test, and no
+    // switch to "nobody" (when run as root) that could not enter the tempdir.
+    command.arg("-p").arg(&prefix).arg("-c").arg(&config).args([
+        "-e",
+        "stderr",
+        "-g",
+        "daemon off; master_process off;",
+    ]);
+    let mut proxy = ChildProcess::spawn("nginx", command, dir.join("nginx.log"));
+    proxy
+        .wait_for_tcp(local(ports.proxy), Duration::from_secs(10))
+        .await;
+    proxy
 }
 
 /// Where the proxy started by [`spawn_proxy`] in `dir` writes its access log.
 pub fn access_log_path(kind: ProxyKind, dir: &std::path::Path) -> std::path::PathBuf {
     match kind {
-        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => dir.join("envoy-access.log"),
+        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp | ProxyKind::EnvoyGrpcUnix => {
+            dir.join(ENVOY_ACCESS_LOG)
+        }
         // `access_log access.log` in nginx.conf, under the `-p` prefix.
-        ProxyKind::Nginx => dir.join("nginx").join("access.log"),
+        ProxyKind::Nginx | ProxyKind::NginxUnix => dir.join("nginx").join("access.log"),
     }
 }
 
@@ -276,7 +375,7 @@ pub fn access_log_path(kind: ProxyKind, dir: &std::path::Path) -> std::path::Pat
 fn parse_access_line(kind: ProxyKind, line: &str) -> anyhow::Result<HashMap<String, String>> {
     let mut fields = HashMap::new();
     match kind {
-        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
+        ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp | ProxyKind::EnvoyGrpcUnix => {
             let json: Value = serde_json::from_str(line)
                 .with_context(|| format!("access log line is not JSON: {line}"))?;
             let object = json
@@ -291,7 +390,7 @@ fn parse_access_line(kind: ProxyKind, line: &str) -> anyhow::Result<HashMap<Stri
                 fields.insert(k.clone(), v);
             }
         }
-        ProxyKind::Nginx => {
+        ProxyKind::Nginx | ProxyKind::NginxUnix => {
             let mut rest = line;
             while let Some(eq) = rest.find("=\"") {
                 let name = rest[..eq].rsplit(' ').next().unwrap_or_default().to_owned();
@@ -317,6 +416,7 @@ impl Stack {
     pub async fn start(kind: ProxyKind) -> Self {
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
+        let [grpc_socket, http_socket] = authgate_sockets(dir.path());
         // On the system clock: the proxies live in real time.
         let authgate = TestApp::builder()
             .file_users(&[(USER, PASSWORD)])
@@ -331,15 +431,22 @@ impl Stack {
                     ("/", Access::Token),
                 ])
             })
+            .config(|c| {
+                if kind.over_unix() {
+                    c.listen.grpc = ListenAddr::Unix(grpc_socket);
+                    c.listen.http = ListenAddr::Unix(http_socket);
+                }
+            })
             .start()
             .await;
         let echo = Echo::start().await;
         let picked = free_ports(2);
+        let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
         let ports = Ports {
             proxy: picked[0],
             admin: picked[1],
-            authgate_grpc: authgate.grpc_addr().port(),
-            authgate_http: authgate.http_addr().port(),
+            authgate_grpc: port(&authgate.running().grpc_addr),
+            authgate_http: port(&authgate.running().http_addr),
             legacy: echo.addr.port(),
         };
         let addr = local(ports.proxy);
@@ -348,8 +455,8 @@ impl Stack {
             "[{}] stack up in {:?}: proxy {addr}, authgate http {} grpc {}, upstream {}",
             kind.name(),
             started.elapsed(),
-            authgate.http_addr(),
-            authgate.grpc_addr(),
+            authgate.running().http_addr,
+            authgate.running().grpc_addr,
             echo.addr
         );
         Self {
@@ -364,13 +471,31 @@ impl Stack {
 
     /// Logs in directly at authgate (not through the proxy).
     pub async fn login(&self) -> anyhow::Result<Tokens> {
-        let resp = post_json(
-            self.authgate.http_addr(),
-            "/auth/login",
-            &json!({"username": USER, "password": PASSWORD}),
-        )
-        .await?;
+        let body = serde_json::to_vec(&json!({"username": USER, "password": PASSWORD}))?;
+        let headers = [("Content-Type", "application/json")];
+        let resp = self
+            .authgate_request("POST", "/auth/login", &headers, Some(&body))
+            .await?;
         parse_tokens(&resp)
+    }
+
+    /// `GET target` directly at authgate's HTTP listener (not through the proxy).
+    pub async fn authgate_get(&self, target: &str) -> anyhow::Result<HttpResponse> {
+        self.authgate_request("GET", target, &[], None).await
+    }
+
+    /// A request directly at authgate's HTTP listener, TCP or Unix socket.
+    pub async fn authgate_request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<HttpResponse> {
+        match &self.authgate.running().http_addr {
+            ListenAddr::Tcp(addr) => request(*addr, method, target, headers, body).await,
+            ListenAddr::Unix(path) => request_unix(path, method, target, headers, body).await,
+        }
     }
 
     pub async fn get(
@@ -533,9 +658,7 @@ impl Stack {
             .as_str()
             .map(str::to_owned);
         let claims = jwt_part(&tokens.access, 1);
-        let jwks = get(self.authgate.http_addr(), "/.well-known/jwks.json", &[])
-            .await?
-            .json()?;
+        let jwks = self.authgate_get("/.well-known/jwks.json").await?.json()?;
         let public_x = jwks["keys"][0]["x"]
             .as_str()
             .ok_or_else(|| anyhow!("JWKS has no OKP key with x: {jwks}"))?
@@ -667,14 +790,14 @@ impl Stack {
             resp.describe()
         );
         // Revoked, with the token in the query: the reason is logged, the token is not.
-        let logout = request(
-            self.authgate.http_addr(),
-            "POST",
-            "/auth/logout",
-            &[("Authorization", &bearer)],
-            Some(b""),
-        )
-        .await?;
+        let logout = self
+            .authgate_request(
+                "POST",
+                "/auth/logout",
+                &[("Authorization", &bearer)],
+                Some(b""),
+            )
+            .await?;
         ensure!(logout.status == 204, "logout: {}", logout.describe());
         let revoked = format!("/api/log-revoked-{run}");
         let resp = self
@@ -1024,9 +1147,10 @@ impl Stack {
                 headers.len(),
                 resp.status
             );
-            let expected: &[u16] = match self.kind {
-                ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => &[503],
-                ProxyKind::Nginx => &[500, 502, 503],
+            let expected: &[u16] = if self.kind.is_envoy() {
+                &[503]
+            } else {
+                &[500, 502, 503]
             };
             ensure!(
                 expected.contains(&resp.status),
@@ -1191,33 +1315,30 @@ impl Stack {
                 ],
             )
             .await?;
-        match self.kind {
-            ProxyKind::EnvoyGrpc | ProxyKind::EnvoyHttp => {
-                ensure!(
-                    resp.status == 400,
-                    "underscores: expected 400, got {}",
-                    resp.describe()
-                );
-                self.expect_upstream_untouched("underscore identity headers", before)
-            }
-            ProxyKind::Nginx => {
-                ensure!(
-                    resp.status == 200,
-                    "underscores: expected 200, got {}",
-                    resp.describe()
-                );
-                let seen = self.upstream_single("underscore identity headers", before)?;
-                ensure!(
-                    !seen.headers.keys().any(|k| k.contains('_')),
-                    "underscores: the app got {:?}",
-                    seen.headers
-                );
-                self.expect_identity(
-                    "underscore identity headers",
-                    &seen,
-                    &Self::sid_of(&tokens.access),
-                )
-            }
+        if self.kind.is_envoy() {
+            ensure!(
+                resp.status == 400,
+                "underscores: expected 400, got {}",
+                resp.describe()
+            );
+            self.expect_upstream_untouched("underscore identity headers", before)
+        } else {
+            ensure!(
+                resp.status == 200,
+                "underscores: expected 200, got {}",
+                resp.describe()
+            );
+            let seen = self.upstream_single("underscore identity headers", before)?;
+            ensure!(
+                !seen.headers.keys().any(|k| k.contains('_')),
+                "underscores: the app got {:?}",
+                seen.headers
+            );
+            self.expect_identity(
+                "underscore identity headers",
+                &seen,
+                &Self::sid_of(&tokens.access),
+            )
         }
     }
 

@@ -3,17 +3,23 @@
 //! The real JavaScript client is driven by `tests/js/client.js`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A connection of either kind (TCP, or a Unix socket listener).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub struct SocketClient {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Box<dyn Io>>,
 }
 
 /// What the client saw next.
@@ -38,7 +44,28 @@ impl SocketClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Self, u16> {
-        let mut request = format!("ws://{addr}{path}")
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Self::connect_on(Box::new(tcp), &addr.to_string(), path, headers).await
+    }
+
+    /// [`Self::connect`] on the Unix socket at `socket`.
+    pub async fn connect_unix(
+        socket: &Path,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, u16> {
+        let unix = UnixStream::connect(socket).await.expect("connect");
+        Self::connect_on(Box::new(unix), "localhost", path, headers).await
+    }
+
+    async fn connect_on(
+        io: Box<dyn Io>,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, u16> {
+        let addr = host;
+        let mut request = format!("ws://{host}{path}")
             .into_client_request()
             .expect("request");
         for (k, v) in headers {
@@ -47,7 +74,7 @@ impl SocketClient {
                 http::HeaderValue::from_str(v).expect("header value"),
             );
         }
-        match tokio_tungstenite::connect_async(request).await {
+        match tokio_tungstenite::client_async(request, io).await {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
             Err(e) => panic!("upgrade at {addr}{path} failed: {e}"),
@@ -58,6 +85,15 @@ impl SocketClient {
     /// and the socket.io connect.
     pub async fn open(addr: SocketAddr) -> Self {
         let mut c = Self::connect(addr, "/socket.io/?EIO=4&transport=websocket", &[])
+            .await
+            .expect("upgrade");
+        c.handshake().await;
+        c
+    }
+
+    /// [`Self::open`] on the Unix socket at `socket`.
+    pub async fn open_unix(socket: &Path) -> Self {
+        let mut c = Self::connect_unix(socket, "/socket.io/?EIO=4&transport=websocket", &[])
             .await
             .expect("upgrade");
         c.handshake().await;
