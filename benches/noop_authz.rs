@@ -111,6 +111,7 @@ fn main() {
                     [
                         ("x-auth-user", "bench"),
                         ("x-auth-session", "aYV6HKDqj5tmC22Fu_hy9Q"),
+                        ("x-authgate-amr", "pwd"),
                         ("x-envoy-auth-headers-to-remove", "authorization"),
                     ],
                     StatusCode::OK,
