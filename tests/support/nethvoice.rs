@@ -17,39 +17,18 @@ use super::client::{HttpResponse, request};
 use super::nethcti_sim::RecordedRequest;
 use super::nethcti_socket::Backend;
 use super::process::{ChildProcess, free_ports, local, repo_path};
-use super::proxy::{Ports, ProxyKind, render, spawn_envoy, spawn_nginx};
+use super::proxy::{Ports, ProxyKind, envoy_ports, shipped, spawn_envoy, spawn_nginx};
 
 /// The simulator's users.
 pub const ALICE: (&str, &str) = ("alice", "alice secret");
 pub const BOB: (&str, &str) = ("bob", "bob secret");
 
 pub fn envoy_config(p: &Ports) -> String {
-    let template = std::fs::read_to_string(repo_path("deploy/nethvoice/envoy.yaml"))
-        .expect("read deploy/nethvoice/envoy.yaml");
-    render(
-        &template,
-        "deploy/nethvoice/envoy.yaml",
-        &[
-            ("port_value: 10000", format!("port_value: {}", p.proxy)),
-            ("port_value: 9901", format!("port_value: {}", p.admin)),
-            (
-                "port_value: 9191",
-                format!("port_value: {}", p.authgate_grpc),
-            ),
-            (
-                "port_value: 8080",
-                format!("port_value: {}", p.authgate_http),
-            ),
-            ("port_value: 8179", format!("port_value: {}", p.legacy)),
-        ],
-    )
+    shipped("deploy/nethvoice/envoy.yaml", &envoy_ports(p))
 }
 
 pub fn nginx_config(p: &Ports) -> String {
-    let template = std::fs::read_to_string(repo_path("deploy/nethvoice/nginx.conf"))
-        .expect("read deploy/nethvoice/nginx.conf");
-    render(
-        &template,
+    shipped(
         "deploy/nethvoice/nginx.conf",
         &[
             (

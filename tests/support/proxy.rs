@@ -57,33 +57,37 @@ pub struct Ports {
     pub legacy: u16,
 }
 
+/// The shipped file at `path` (from the repository root) with `replacements` made.
+pub fn shipped(path: &str, replacements: &[(&str, String)]) -> String {
+    let template =
+        std::fs::read_to_string(repo_path(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    render(&template, path, replacements)
+}
+
+/// The ports of an Envoy file with a gRPC ext_authz cluster: listener, admin, authgate's two
+/// listeners, the legacy upstream.
+pub fn envoy_ports(p: &Ports) -> Vec<(&'static str, String)> {
+    vec![
+        ("port_value: 10000", format!("port_value: {}", p.proxy)),
+        ("port_value: 9901", format!("port_value: {}", p.admin)),
+        (
+            "port_value: 9191",
+            format!("port_value: {}", p.authgate_grpc),
+        ),
+        (
+            "port_value: 8080",
+            format!("port_value: {}", p.authgate_http),
+        ),
+        ("port_value: 8179", format!("port_value: {}", p.legacy)),
+    ]
+}
+
 pub fn envoy_grpc_config(p: &Ports) -> String {
-    let template = std::fs::read_to_string(repo_path("envoy/envoy-grpc.yaml"))
-        .expect("read envoy/envoy-grpc.yaml");
-    render(
-        &template,
-        "envoy/envoy-grpc.yaml",
-        &[
-            ("port_value: 10000", format!("port_value: {}", p.proxy)),
-            ("port_value: 9901", format!("port_value: {}", p.admin)),
-            (
-                "port_value: 9191",
-                format!("port_value: {}", p.authgate_grpc),
-            ),
-            (
-                "port_value: 8080",
-                format!("port_value: {}", p.authgate_http),
-            ),
-            ("port_value: 8179", format!("port_value: {}", p.legacy)),
-        ],
-    )
+    shipped("envoy/envoy-grpc.yaml", &envoy_ports(p))
 }
 
 pub fn envoy_http_config(p: &Ports) -> String {
-    let template = std::fs::read_to_string(repo_path("envoy/envoy-http.yaml"))
-        .expect("read envoy/envoy-http.yaml");
-    render(
-        &template,
+    shipped(
         "envoy/envoy-http.yaml",
         &[
             ("port_value: 10000", format!("port_value: {}", p.proxy)),
@@ -112,11 +116,8 @@ pub fn authgate_sockets(dir: &Path) -> [PathBuf; 2] {
 
 /// `envoy/envoy-grpc-uds.yaml`: the ports, and authgate's sockets under `dir`.
 pub fn envoy_grpc_uds_config(p: &Ports, dir: &Path) -> String {
-    let template = std::fs::read_to_string(repo_path("envoy/envoy-grpc-uds.yaml"))
-        .expect("read envoy/envoy-grpc-uds.yaml");
     let [grpc, http] = authgate_sockets(dir);
-    render(
-        &template,
+    shipped(
         "envoy/envoy-grpc-uds.yaml",
         &[
             ("port_value: 10000", format!("port_value: {}", p.proxy)),
@@ -136,11 +137,8 @@ pub fn envoy_grpc_uds_config(p: &Ports, dir: &Path) -> String {
 
 /// `nginx/nginx-uds.conf`: the ports, and authgate's HTTP socket under `dir`.
 pub fn nginx_uds_config(p: &Ports, dir: &Path) -> String {
-    let template = std::fs::read_to_string(repo_path("nginx/nginx-uds.conf"))
-        .expect("read nginx/nginx-uds.conf");
     let [_, http] = authgate_sockets(dir);
-    render(
-        &template,
+    shipped(
         "nginx/nginx-uds.conf",
         &[
             (
