@@ -295,7 +295,7 @@ fn request_rules(headers: &dyn Headers) -> Result<(), Denial> {
 }
 
 /// The token of a request in `sources`, after the request-level rules.
-fn request_token<'r>(
+pub fn request_token<'r>(
     sources: &Sources,
     headers: &'r dyn Headers,
     raw_path: &'r str,

@@ -21,8 +21,8 @@ use super::error::NethctiError;
 use super::extract::ApiJson;
 use crate::client_addr::ClientAddr;
 use crate::config::DEVICE_AUDIENCES;
-use crate::credentials::{self, Found, Sources};
-use crate::decision::Denial;
+use crate::credentials::Sources;
+use crate::decision::{self, Denial};
 use crate::events::RevokeReason;
 use crate::login::{SingleToken, with_user_agent};
 use crate::token::{Kind, Verified};
@@ -77,19 +77,7 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
 
 /// The bearer token of a request (header only, as the client sends it).
 fn bearer(headers: &HeaderMap) -> Result<String, NethctiError> {
-    if headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
-        return Err(Denial::Malformed.into());
-    }
-    match credentials::find_token(&Sources::HEADER_ONLY, headers, "") {
-        Found::Token(t, _) => Ok(t.into_owned()),
-        Found::None => Err(Denial::NoToken.into()),
-        Found::Malformed => Err(Denial::Malformed.into()),
-    }
+    Ok(decision::request_token(&Sources::HEADER_ONLY, headers, "")?.into_owned())
 }
 
 /// The caller of a route that needs a signed-in user: a genuine access token of a live
