@@ -17,7 +17,7 @@ use super::client::{HttpResponse, request};
 use super::nethcti_sim::RecordedRequest;
 use super::nethcti_socket::Backend;
 use super::process::{ChildProcess, free_ports, local, repo_path};
-use super::proxy::{Ports, ProxyKind, envoy_ports, shipped, spawn_envoy, spawn_nginx};
+use super::proxy::{Ports, ProxyKind, envoy_ports, nginx_ports, shipped, spawn_envoy, spawn_nginx};
 
 /// The simulator's users.
 pub const ALICE: (&str, &str) = ("alice", "alice secret");
@@ -28,23 +28,7 @@ pub fn envoy_config(p: &Ports) -> String {
 }
 
 pub fn nginx_config(p: &Ports) -> String {
-    shipped(
-        "deploy/nethvoice/nginx.conf",
-        &[
-            (
-                "listen 127.0.0.1:8000;",
-                format!("listen 127.0.0.1:{};", p.proxy),
-            ),
-            (
-                "server 127.0.0.1:8080;",
-                format!("server 127.0.0.1:{};", p.authgate_http),
-            ),
-            (
-                "server 127.0.0.1:8179;",
-                format!("server 127.0.0.1:{};", p.legacy),
-            ),
-        ],
-    )
+    shipped("deploy/nethvoice/nginx.conf", &nginx_ports(p))
 }
 
 /// Starts the `deploy/nethvoice/` config for `kind` (Envoy with gRPC ext_authz, or nginx).

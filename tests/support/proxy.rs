@@ -157,28 +157,28 @@ pub fn nginx_uds_config(p: &Ports, dir: &Path) -> String {
     )
 }
 
-/// nginx keeps every writable path relative to its `-p` prefix, so only ports change.
+/// The ports of an nginx file in front of authgate's HTTP listener: listener, authgate, the
+/// legacy upstream. nginx keeps every writable path relative to its `-p` prefix, so only ports
+/// change.
+pub fn nginx_ports(p: &Ports) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "listen 127.0.0.1:8000;",
+            format!("listen 127.0.0.1:{};", p.proxy),
+        ),
+        (
+            "server 127.0.0.1:8080;",
+            format!("server 127.0.0.1:{};", p.authgate_http),
+        ),
+        (
+            "server 127.0.0.1:8179;",
+            format!("server 127.0.0.1:{};", p.legacy),
+        ),
+    ]
+}
+
 pub fn nginx_config(p: &Ports) -> String {
-    let template =
-        std::fs::read_to_string(repo_path("nginx/nginx.conf")).expect("read nginx/nginx.conf");
-    render(
-        &template,
-        "nginx/nginx.conf",
-        &[
-            (
-                "listen 127.0.0.1:8000;",
-                format!("listen 127.0.0.1:{};", p.proxy),
-            ),
-            (
-                "server 127.0.0.1:8080;",
-                format!("server 127.0.0.1:{};", p.authgate_http),
-            ),
-            (
-                "server 127.0.0.1:8179;",
-                format!("server 127.0.0.1:{};", p.legacy),
-            ),
-        ],
-    )
+    shipped("nginx/nginx.conf", &nginx_ports(p))
 }
 
 /// The token response of `POST /auth/login`.
