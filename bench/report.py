@@ -71,6 +71,9 @@ def parse_wrk(text):
 # (label, scenario, candidate, baseline, SPEC minimum ratio or None when informative only).
 # Targets are SPEC section 4's. "-uds" targets reach the decider over Unix sockets (the
 # shipped envoy/envoy-grpc-uds.yaml and nginx/nginx-uds.conf), the others over loopback TCP.
+# "noop-identity" is the do-nothing server answering with what authgate's allow carries:
+# SPEC 4's nginx baseline ("returns the same identity headers"); for Envoy, whose SPEC baseline
+# is the plain do-nothing server, it shows what forwarding an identity costs Envoy itself.
 PAIRS = [
     ("gRPC Check, direct (h2load)", "grpc", "authgate", "noop", 1.0),
     ("HTTP /authz, direct (wrk)", "http", "authgate", "noop", None),
@@ -82,20 +85,25 @@ PAIRS = [
     ("Envoy + authgate (TCP) vs Envoy jwt_authn", "envoy", "authgate", "jwt", 1.0),
     ("Envoy + authgate (Unix sockets) vs Envoy jwt_authn", "envoy", "authgate-uds", "jwt", 1.0),
     ("Envoy + authgate: Unix sockets vs TCP", "envoy", "authgate-uds", "authgate", None),
-    ("nginx auth_request: authgate vs noop (TCP)", "nginx", "authgate", "noop", 0.97),
-    ("nginx auth_request: authgate vs noop (both Unix sockets)",
-     "nginx", "authgate-uds", "noop-uds", 0.97),
-    ("nginx auth_request: authgate over a Unix socket vs noop over TCP",
-     "nginx", "authgate-uds", "noop", 0.97),
+    ("Envoy: noop with identity vs noop (what forwarding an identity costs Envoy)",
+     "envoy", "noop-identity", "noop", None),
+    ("Envoy + authgate vs Envoy + noop with identity (TCP)",
+     "envoy", "authgate", "noop-identity", None),
+    ("nginx auth_request: authgate vs noop with identity headers (TCP)",
+     "nginx", "authgate", "noop-identity", 0.97),
+    ("nginx auth_request: authgate vs noop with identity headers (both Unix sockets)",
+     "nginx", "authgate-uds", "noop-identity-uds", 0.97),
+    ("nginx auth_request: authgate over a Unix socket vs noop with identity headers over TCP",
+     "nginx", "authgate-uds", "noop-identity", 0.97),
     ("nginx + authgate: Unix socket vs TCP", "nginx", "authgate-uds", "authgate", None),
-    ("nginx: noop with identity headers vs noop (the proxy's cost of an identity)",
+    ("nginx: noop with identity headers vs noop (what forwarding an identity costs nginx)",
      "nginx", "noop-identity", "noop", None),
-    ("nginx auth_request: authgate vs noop with identity headers",
-     "nginx", "authgate", "noop-identity", None),
+    ("nginx auth_request: authgate vs noop without identity headers (TCP)",
+     "nginx", "authgate", "noop", None),
 ]
 
-TARGETS = {"cpu_us": 15.0, "p99_us": 200.0, "idle_mib": 20.0, "filled_mib": 64.0,
-           "relay_socket_kib": 16.0}
+# SPEC 4: "no more CPU per Check" than the do-nothing server (a ratio), the memory bounds.
+TARGETS = {"cpu_ratio": 1.0, "idle_mib": 20.0, "filled_mib": 64.0, "relay_socket_kib": 16.0}
 
 
 def load(raw_path):
@@ -178,15 +186,21 @@ def report(raw_path, meta_path, out_json, out_md):
                 "server_busy": busy, "failed_responses": bad,
             })
 
-        # CPU per check from the direct gRPC runs (server saturated).
+        # CPU per check from the direct gRPC runs (server saturated); judged, like the
+        # throughput, on the median of the per-round ratios.
         a, b = runs(records, phase, "grpc", "authgate"), runs(records, phase, "grpc", "noop")
         if a and b:
             ca = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in a)))
             cb = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in b)))
+            b_by_round = {r["round"]: cpu_per_request_us(r, "authz") for r in b}
+            per_round = [cpu_per_request_us(x, "authz") / b_by_round[x["round"]] for x in a
+                         if b_by_round.get(x["round"]) and cpu_per_request_us(x, "authz")]
+            ratio = statistics.median(per_round) if per_round else ca / cb
             result["metrics"].append({
                 "phase": phase, "label": "CPU per gRPC Check (us)", "candidate": ca,
-                "baseline": cb, "ratio": ca / cb, "target": f"<= {TARGETS['cpu_us']:g} us",
-                "pass": ca <= TARGETS["cpu_us"], "unit": "us",
+                "baseline": cb, "ratio": ratio,
+                "target": f"ratio <= {TARGETS['cpu_ratio']:g} (no more than noop)",
+                "pass": ratio <= TARGETS["cpu_ratio"], "unit": "us",
             })
         a, b = runs(records, phase, "http", "authgate"), runs(records, phase, "http", "noop")
         if a and b:
@@ -206,13 +220,11 @@ def report(raw_path, meta_path, out_json, out_md):
             for pct in ("p50_us", "p99_us"):
                 if pct not in a or pct not in b:
                     continue
-                target = TARGETS["p99_us"] if pct == "p99_us" and transport == "grpc" else None
                 result["metrics"].append({
                     "phase": phase,
                     "label": f"unloaded {pct[:3]} of {label} (us)",
                     "candidate": a[pct], "baseline": b[pct], "ratio": a[pct] / b[pct],
-                    "target": f"<= {target:g} us" if target else None,
-                    "pass": (a[pct] <= target) if target else None, "unit": "us",
+                    "target": None, "pass": None, "unit": "us",
                 })
 
     rss = {(r["what"], r["target"]): r for r in records if r.get("kind") == "rss"}
@@ -287,7 +299,8 @@ def report(raw_path, meta_path, out_json, out_md):
         f"{meta['mode']} run: {meta['rounds']} interleaved round(s) of {meta['duration']} s per "
         f"target; servers pinned to CPU {meta['server_cpu']}, load generator to CPU "
         f"{meta['load_cpu']} ({meta['nproc']} CPUs, {meta['cpu_model']}). Baselines: "
-        f"`noop_authz` (same tonic/axum stack, answers OK to everything), Envoy `jwt_authn`."
+        f"`noop_authz` (same tonic/axum stack, answers OK to everything; \"noop-identity\": the "
+        f"same, answering with what authgate's allow carries), Envoy `jwt_authn`."
     )
     md.append("")
     md.append("| scenario | algorithm | authgate | baseline | ratio | SPEC target | result |")

@@ -7,10 +7,11 @@
 //! The gap between authgate and this server is therefore the price of authgate's own work
 //! (policy, token lookup, verification, building the answer, metrics), not of the transport.
 //!
-//! With `--identity`, HTTP answers carry the headers authgate's allow carries (a user, a
-//! session id and the removal list, same lengths as in the benchmark), still deciding
-//! nothing: behind nginx, the gap between this and the plain baseline is what forwarding an
-//! identity costs the proxy, whoever the authorizer is.
+//! With `--identity`, every answer carries what authgate's allow carries (a user, a session id,
+//! the amr and the removal of `authorization`, same lengths as in the benchmark: as headers over
+//! HTTP, as header mutations and dynamic metadata over gRPC), still deciding nothing: behind
+//! nginx or Envoy, the gap between this and the plain baseline is what forwarding an identity
+//! costs the proxy, whoever the authorizer is.
 //!
 //! Usage: `noop_authz --grpc ADDR --http ADDR [--identity]`, each ADDR `127.0.0.1:PORT` or
 //! `unix:/path` (bound by authgate's own `Listener::bind`, mode 0660, as `listen.grpc` and
@@ -18,6 +19,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use authgate::config::{Listen, ListenAddr};
+use authgate::decision::{Allow, Decision, Dialect};
+use authgate::grpc::check_response;
 use authgate::listener::{self, Limits, Listener};
 use axum::Router;
 use axum::http::StatusCode;
@@ -42,19 +45,46 @@ struct Args {
     identity: bool,
 }
 
-struct Noop;
+/// The benchmark user's identity, as authgate's allow reports it.
+const USER: &str = "bench";
+const SESSION: &str = "aYV6HKDqj5tmC22Fu_hy9Q";
+const AMR: &str = "pwd";
+
+/// The one answer this server gives to every `Check`.
+struct Noop(CheckResponse);
+
+impl Noop {
+    fn new(identity: bool) -> Self {
+        if !identity {
+            return Noop(CheckResponse {
+                status: Some(rpc::Status {
+                    code: 0,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+                ..Default::default()
+            });
+        }
+        // authgate's own rendering of an allow, with constant strings.
+        let allow = Allow {
+            user: Some(USER.into()),
+            session: Some(SESSION.into()),
+            amr: AMR.into(),
+            set_headers: vec![
+                ("x-auth-user", USER.to_owned()),
+                ("x-auth-session", SESSION.to_owned()),
+            ],
+            remove_headers: vec!["authorization"],
+            remove_query: Vec::new(),
+        };
+        Noop(check_response(Decision::Allow(allow), Dialect::OAuth).into_prost())
+    }
+}
 
 #[tonic::async_trait]
 impl Authorization for Noop {
     async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(CheckResponse {
-            status: Some(rpc::Status {
-                code: 0,
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-            ..Default::default()
-        }))
+        Ok(Response::new(self.0.clone()))
     }
 }
 
@@ -99,7 +129,7 @@ fn main() {
             limits
                 .grpc_server()
                 .add_service(health_service)
-                .add_service(AuthorizationServer::new(Noop))
+                .add_service(AuthorizationServer::new(Noop::new(args.identity)))
                 .serve_with_incoming_shutdown(incoming, grpc_stop)
                 .await
                 .expect("gRPC server");
@@ -109,9 +139,9 @@ fn main() {
             Router::new().fallback(|| async {
                 (
                     [
-                        ("x-auth-user", "bench"),
-                        ("x-auth-session", "aYV6HKDqj5tmC22Fu_hy9Q"),
-                        ("x-authgate-amr", "pwd"),
+                        ("x-auth-user", USER),
+                        ("x-auth-session", SESSION),
+                        ("x-authgate-amr", AMR),
                         ("x-envoy-auth-headers-to-remove", "authorization"),
                     ],
                     StatusCode::OK,
