@@ -412,6 +412,18 @@ fn parse_access_line(kind: ProxyKind, line: &str) -> anyhow::Result<HashMap<Stri
 
 impl Stack {
     pub async fn start(kind: ProxyKind) -> Self {
+        Self::start_with_grpc_hop(kind, |addr| (addr.port(), ()))
+            .await
+            .0
+    }
+
+    /// As [`Stack::start`] over TCP, the proxy reaching authgate's gRPC listener through
+    /// `hop`: called with that listener's address, it returns the port the proxy is given
+    /// instead and whatever the test keeps of it.
+    pub async fn start_with_grpc_hop<T>(
+        kind: ProxyKind,
+        hop: impl FnOnce(SocketAddr) -> (u16, T),
+    ) -> (Self, T) {
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
         let [grpc_socket, http_socket] = authgate_sockets(dir.path());
@@ -440,10 +452,11 @@ impl Stack {
         let echo = Echo::start().await;
         let picked = free_ports(2);
         let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
+        let (grpc_port, kept) = hop(local(port(&authgate.running().grpc_addr)));
         let ports = Ports {
             proxy: picked[0],
             admin: picked[1],
-            authgate_grpc: port(&authgate.running().grpc_addr),
+            authgate_grpc: grpc_port,
             authgate_http: port(&authgate.running().http_addr),
             legacy: echo.addr.port(),
         };
@@ -457,14 +470,15 @@ impl Stack {
             authgate.running().grpc_addr,
             echo.addr
         );
-        Self {
+        let stack = Self {
             kind,
             addr,
             authgate,
             echo,
             proxy,
             dir,
-        }
+        };
+        (stack, kept)
     }
 
     /// Logs in directly at authgate (not through the proxy).
