@@ -77,7 +77,7 @@ enum AdminCommand {
     },
     /// The live sessions of a user: [{"sid","user","amr","created","last_refresh",...}].
     Sessions {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
         #[arg(long)]
         config: Option<PathBuf>,
@@ -85,9 +85,16 @@ enum AdminCommand {
     /// Revokes one session (--sid) or every session of a user (--user) on every replica
     /// within 1 s: {"revoked":n}, n newly revoked.
     Revoke {
-        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        // Session ids are random base64url: one in 64 starts with '-', which is a value here,
+        // not an option (as for user names).
+        #[arg(
+            long,
+            required_unless_present = "user",
+            conflicts_with = "user",
+            allow_hyphen_values = true
+        )]
         sid: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
@@ -104,7 +111,7 @@ enum AdminCommand {
     /// Mints a service token (amr ["svc"], own sid, no backend credential) accepted only on
     /// routes with access = "service": {"token","sid","expires_in"}.
     Token {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sub: String,
         /// e.g. "1h"; at most admin.max_token_ttl.
         #[arg(long, value_parser = parse_ttl)]

@@ -221,6 +221,12 @@ async fn admin_cli_against_a_running_server() {
         admin_ok(dir, &["revoke", "--sid", "no-such-sid"]),
         json!({"revoked": 0})
     );
+    // One sid in 64 starts with '-' (random base64url): a value, not an option.
+    assert_eq!(
+        admin_ok(dir, &["revoke", "--sid", "-NZ2z18yvZP_P9uKoaBiaA"]),
+        json!({"revoked": 0})
+    );
+    assert_eq!(admin_ok(dir, &["sessions", "--user", "-x"]), json!([]));
     assert_eq!(admin_ok(dir, &["sessions", "--user", "demo"]), json!([]));
 
     // A user-wide revocation.
