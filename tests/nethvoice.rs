@@ -25,7 +25,7 @@ use support::client::{HttpResponse, request};
 use support::js_client::JsClient;
 use support::nethcti_socket::Backend;
 use support::nethvoice::{ALICE, BOB, NvStack, jwt_payload, rfc3339_unix, shipped_authgate_config};
-use support::proxy::ProxyKind;
+use support::proxy::{ProxyKind, access_log_entry, access_log_path};
 
 // ---------------------------------------------------------------------------------------------
 // Routing
@@ -457,6 +457,56 @@ async fn check_phone_island_socket(s: &NvStack) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The access log says who was let in (user, session, amr from authgate's answer) and why a
+/// request was refused, under the path the client asked for, and never holds a token.
+async fn check_access_log(s: &NvStack) -> anyhow::Result<()> {
+    let jwt = access_token(s, ALICE).await?;
+    let claims = jwt_payload(&jwt);
+    let sid = claims["sid"].as_str().context("sid")?;
+    let run: String = sid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let allowed = format!("/api/astproxy/log-allowed-{run}");
+    let resp = s
+        .send("GET", &format!("{allowed}?access_token={jwt}"), None, None)
+        .await?;
+    ensure!(
+        ![401, 403].contains(&resp.status),
+        "allowed: {}",
+        resp.describe()
+    );
+    let denied = format!("/api/astproxy/log-denied-{run}");
+    let resp = s.send("GET", &denied, None, None).await?;
+    ensure!(resp.status == 401, "no token: {}", resp.describe());
+
+    let entry = access_log_entry(s.kind, s.dir.path(), &allowed).await?;
+    for (field, expected) in [
+        ("user", "alice"),
+        ("session", sid),
+        ("amr", "pwd"),
+        ("reason", ""),
+    ] {
+        ensure!(
+            entry.get(field).map(String::as_str) == Some(expected),
+            "allowed: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
+            entry.get(field)
+        );
+    }
+    let entry = access_log_entry(s.kind, s.dir.path(), &denied).await?;
+    for (field, expected) in [("user", ""), ("reason", "no_token")] {
+        ensure!(
+            entry.get(field).map(String::as_str) == Some(expected),
+            "no token: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
+            entry.get(field)
+        );
+    }
+    let text = std::fs::read_to_string(access_log_path(s.kind, s.dir.path()))?;
+    ensure!(!text.contains(&jwt[..40]), "the access log holds the token");
+    Ok(())
+}
+
 async fn routing(kind: ProxyKind) {
     let mut s = routing_stack(kind).await;
     let outcome = check_api_reaches_backend_stripped(&s).await;
@@ -478,6 +528,8 @@ async fn routing(kind: ProxyKind) {
     s.record("the middleware API goes to authgate", outcome);
     let outcome = check_phone_island_socket(&s).await;
     s.record("phone-island's socket at /api/ws", outcome);
+    let outcome = check_access_log(&s).await;
+    s.record("the access log: who, why, no token", outcome);
     s.finish().await;
 }
 

@@ -77,7 +77,8 @@ pub struct NvStack {
     pub backend: Backend,
     pub proxy: ChildProcess,
     failures: Vec<String>,
-    _dir: tempfile::TempDir,
+    /// Where the proxy runs (its config, logs, access log).
+    pub dir: tempfile::TempDir,
 }
 
 impl NvStack {
@@ -101,7 +102,7 @@ impl NvStack {
             backend,
             proxy,
             failures: Vec::new(),
-            _dir: dir,
+            dir,
         }
     }
 

@@ -368,6 +368,39 @@ pub fn access_log_path(kind: ProxyKind, dir: &std::path::Path) -> std::path::Pat
     }
 }
 
+/// The one access log line of the proxy `kind` started in `dir` for a request to `path`
+/// (without its query), waiting up to 10 s for it to be written.
+pub async fn access_log_entry(
+    kind: ProxyKind,
+    dir: &Path,
+    path: &str,
+) -> anyhow::Result<HashMap<String, String>> {
+    let file = access_log_path(kind, dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let mut found = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let fields = parse_access_line(kind, line)?;
+            if fields.get("path").map(String::as_str) == Some(path) {
+                found.push(fields);
+            }
+        }
+        match found.len() {
+            1 => return Ok(found.remove(0)),
+            0 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            n => {
+                return Err(anyhow!(
+                    "expected one access log line for {path}, found {n} in {}:\n{text}",
+                    file.display()
+                ));
+            }
+        }
+    }
+}
+
 /// One access log line as `field -> value`: Envoy's JSON lines (null for metadata that was
 /// not set), nginx's `name="value"` pairs (empty when not set; both read as "").
 fn parse_access_line(kind: ProxyKind, line: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -757,30 +790,7 @@ impl Stack {
 
     /// The access log line of the one request to `path`, once the proxy has written it.
     async fn access_log_entry(&self, path: &str) -> anyhow::Result<HashMap<String, String>> {
-        let file = access_log_path(self.kind, self.dir.path());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let mut found = Vec::new();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let fields = parse_access_line(self.kind, line)?;
-                if fields.get("path").map(String::as_str) == Some(path) {
-                    found.push(fields);
-                }
-            }
-            match found.len() {
-                1 => return Ok(found.remove(0)),
-                0 if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                n => {
-                    return Err(anyhow!(
-                        "expected one access log line for {path}, found {n} in {}:\n{text}",
-                        file.display()
-                    ));
-                }
-            }
-        }
+        access_log_entry(self.kind, self.dir.path(), path).await
     }
 
     /// The proxy's access log says who was let in (user, session, amr from authgate's
