@@ -588,3 +588,45 @@ async fn slow_backend_gives_503_within_the_timeout() {
     );
     assert_eq!(app.authz("/api", Some(&access)).await.status, 200);
 }
+
+/// What the store keeps of recovery codes is a keyed digest: a copy of the store (here the
+/// raw value in Redis) holds neither a code nor the plain SHA-256 an attacker with the copy
+/// could rebuild for every code (a million of them for the profile's six digits).
+#[tokio::test]
+async fn the_store_keeps_recovery_codes_only_as_keyed_digests() {
+    let redis = support::redis::RedisServer::start();
+    let app = TestApp::builder().redis(&redis.url()).start().await;
+    let (access, _) = tokens(&app).await;
+    let (_, codes) = enable_2fa(&app, &access).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg("authgate:mfa:alice")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored = String::from_utf8_lossy(&stored);
+    assert_eq!(stored.matches("\"k0.").count(), 10, "{stored}");
+    for code in &codes {
+        let normal: String = code.chars().filter(char::is_ascii_alphanumeric).collect();
+        let plain = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("authgate-recovery\0alice\0{normal}").as_bytes(),
+        );
+        let plain: String = plain.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!stored.contains(&plain), "a plain digest in the store");
+        assert!(!stored.contains(code.as_str()) && !stored.contains(&normal));
+    }
+    // And a code still finishes a login.
+    let mfa = mfa_token(&app).await;
+    let r = app
+        .post(
+            "/auth/login/otp",
+            json!({"mfa_token": mfa, "code": codes[0]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -1,7 +1,9 @@
 //! TOTP (RFC 6238: SHA-1, 6 digits, 30 s steps, one step of skew) and recovery codes.
 //! The per-user record is stored as JSON with the TOTP secret sealed (AEAD, server key, bound
-//! to the user) and recovery codes as SHA-256 digests. Pure functions: the flows in `login`
-//! do the storing, so the replay guard (`last_step`) is updated atomically there.
+//! to the user) and recovery codes as keyed digests (HMAC under a server key, see
+//! `TokenService::keyed_digest`; records from before keep plain SHA-256 digests, still
+//! accepted). Pure functions: the flows in `login` do the storing and the keying, so the replay
+//! guard (`last_step`) is updated atomically there.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,8 @@ pub struct MfaRecord {
     pub secret: String,
     /// False between enroll and confirm.
     pub enabled: bool,
-    /// SHA-256 (hex) of each unused recovery code.
+    /// The digest of each unused recovery code: keyed (`k<id>.<hex>`), or a plain SHA-256
+    /// (hex) in records written before recovery codes were keyed.
     pub recovery: Vec<String>,
     /// Highest TOTP step accepted so far (replay guard).
     pub last_step: u64,
@@ -68,10 +71,10 @@ pub fn matching_step(totp: &TOTP, code: &str, now: u64, last_step: u64) -> Optio
     found
 }
 
-/// Ten fresh recovery codes (80 bits each, `xxxx-xxxx-xxxx-xxxx`), and their digests.
-pub fn new_recovery_codes(user: &str) -> (Vec<String>, Vec<String>) {
+/// Ten fresh recovery codes (80 bits each, `xxxx-xxxx-xxxx-xxxx`).
+pub fn new_recovery_codes() -> Vec<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789"; // no 0/o, 1/l/i
-    let codes: Vec<String> = (0..RECOVERY_CODES)
+    (0..RECOVERY_CODES)
         .map(|_| {
             let chars: Vec<u8> = (0..16)
                 .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())])
@@ -82,23 +85,16 @@ pub fn new_recovery_codes(user: &str) -> (Vec<String>, Vec<String>) {
                 .collect::<Vec<_>>()
                 .join("-")
         })
-        .collect();
-    with_digests(user, codes)
+        .collect()
 }
 
-/// Ten fresh recovery codes of six digits, and their digests: the nethcti-middleware client
-/// (SPEC 2.7) types them into its 6-digit OTP field. About 20 bits each, so like a TOTP code
-/// they are only as strong as the lockout in front of them.
-pub fn new_numeric_recovery_codes(user: &str) -> (Vec<String>, Vec<String>) {
-    let codes = (0..RECOVERY_CODES)
+/// Ten fresh recovery codes of six digits: the nethcti-middleware client (SPEC 2.7) types
+/// them into its 6-digit OTP field. About 20 bits each, so like a TOTP code they are only as
+/// strong as the lockout in front of them (and kept only as keyed digests).
+pub fn new_numeric_recovery_codes() -> Vec<String> {
+    (0..RECOVERY_CODES)
         .map(|_| format!("{:06}", rand::random_range(0..1_000_000u32)))
-        .collect();
-    with_digests(user, codes)
-}
-
-fn with_digests(user: &str, codes: Vec<String>) -> (Vec<String>, Vec<String>) {
-    let digests = codes.iter().map(|c| recovery_digest(user, c)).collect();
-    (codes, digests)
+        .collect()
 }
 
 /// The `otpauth://` URL authenticator apps read, in the parameter order the NethVoice client
@@ -118,26 +114,41 @@ pub fn otpauth_url(issuer: &str, user: &str, secret_b32: &SecretString) -> Strin
     )
 }
 
-/// Digest of a recovery code as typed (case, spaces and dashes ignored).
-pub fn recovery_digest(user: &str, code: &str) -> String {
+/// What is digested of a recovery code as typed (case, spaces and dashes ignored), bound to
+/// its user.
+pub fn recovery_message(user: &str, code: &str) -> Vec<u8> {
     let normal: String = code
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("authgate-recovery\u{0}{user}\u{0}{normal}").as_bytes(),
-    );
+    format!("authgate-recovery\u{0}{user}\u{0}{normal}").into_bytes()
+}
+
+/// The plain SHA-256 (hex) digest records kept before recovery codes were keyed.
+fn unkeyed_digest(message: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Index of the recovery code matching `code`, compared in constant time.
-pub fn matching_recovery(record: &MfaRecord, user: &str, code: &str) -> Option<usize> {
-    let digest = recovery_digest(user, code);
+/// Index of the recovery code matching `code`: `keyed_matches(stored, message)` tells a keyed
+/// digest (`k<id>.<hex>`), older plain digests are compared here; in constant time either way.
+pub fn matching_recovery(
+    record: &MfaRecord,
+    user: &str,
+    code: &str,
+    keyed_matches: impl Fn(&str, &[u8]) -> bool,
+) -> Option<usize> {
+    let message = recovery_message(user, code);
+    let unkeyed = unkeyed_digest(&message);
     let mut found = None;
     for (i, d) in record.recovery.iter().enumerate() {
-        if bool::from(d.as_bytes().ct_eq(digest.as_bytes())) {
+        let matches = if d.starts_with('k') {
+            keyed_matches(d, &message)
+        } else {
+            bool::from(d.as_bytes().ct_eq(unkeyed.as_bytes()))
+        };
+        if matches {
             found = Some(i);
         }
     }
@@ -177,9 +188,21 @@ mod tests {
         assert_eq!(matching_step(&t, "abcdef", 59, 0), None);
     }
 
+    /// A stand-in for the server's keyed digest (the real one is tested in `token`).
+    fn keyed(message: &[u8]) -> String {
+        format!(
+            "k7.{}",
+            unkeyed_digest(&[b"key".as_slice(), message].concat())
+        )
+    }
+
+    fn keyed_matches(stored: &str, message: &[u8]) -> bool {
+        stored == keyed(message)
+    }
+
     #[test]
     fn recovery_codes_are_distinct_and_match_loosely() {
-        let (codes, digests) = new_recovery_codes("alice");
+        let codes = new_recovery_codes();
         assert_eq!(codes.len(), 10);
         let mut unique = codes.clone();
         unique.sort();
@@ -188,13 +211,42 @@ mod tests {
         let record = MfaRecord {
             secret: String::new(),
             enabled: true,
-            recovery: digests,
+            recovery: codes
+                .iter()
+                .map(|c| keyed(&recovery_message("alice", c)))
+                .collect(),
             last_step: 0,
         };
-        assert_eq!(matching_recovery(&record, "alice", &codes[3]), Some(3));
+        let find = |user, code| matching_recovery(&record, user, code, keyed_matches);
+        assert_eq!(find("alice", &codes[3]), Some(3));
         let typed = codes[3].to_uppercase().replace('-', " ");
-        assert_eq!(matching_recovery(&record, "alice", &typed), Some(3));
-        assert_eq!(matching_recovery(&record, "bob", &codes[3]), None);
-        assert_eq!(matching_recovery(&record, "alice", "nope"), None);
+        assert_eq!(find("alice", &typed), Some(3));
+        assert_eq!(find("bob", &codes[3]), None);
+        assert_eq!(find("alice", "nope"), None);
+    }
+
+    /// Records written before recovery codes were keyed keep working, beside keyed ones.
+    #[test]
+    fn unkeyed_digests_of_older_records_still_match() {
+        let codes = new_numeric_recovery_codes();
+        let record = MfaRecord {
+            secret: String::new(),
+            enabled: true,
+            recovery: vec![
+                unkeyed_digest(&recovery_message("alice", &codes[0])),
+                keyed(&recovery_message("alice", &codes[1])),
+            ],
+            last_step: 0,
+        };
+        let find = |code| matching_recovery(&record, "alice", code, keyed_matches);
+        assert_eq!(find(&codes[0]), Some(0));
+        assert_eq!(find(&codes[1]), Some(1));
+        // A keyed digest is never compared as a plain one, nor the other way round.
+        let never = |_: &str, _: &[u8]| false;
+        assert_eq!(matching_recovery(&record, "alice", &codes[1], never), None);
+        assert_eq!(
+            matching_recovery(&record, "alice", &codes[0], never),
+            Some(0)
+        );
     }
 }

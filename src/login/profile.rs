@@ -189,9 +189,8 @@ impl LoginService {
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         self.require_enabled(&caller.sub).await?;
         self.confirm_password(caller, password, client).await?;
-        let (codes, digests) = mfa::new_numeric_recovery_codes(&caller.sub);
-        self.set_recovery_digests(&caller.sub, digests, false)
-            .await?;
+        let codes = mfa::new_numeric_recovery_codes();
+        self.set_recovery_codes(&caller.sub, &codes, false).await?;
         Ok(codes.into())
     }
 

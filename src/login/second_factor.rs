@@ -15,7 +15,7 @@ use super::{check_len, json, parse};
 use crate::events::{RevokeReason, SecurityEvent};
 use crate::metrics::{LoginResult, LoginStep};
 use crate::store::{Ns, StoreError, update};
-use crate::token::{Kind, Verified};
+use crate::token::{Kind, MintError, Verified};
 
 impl LoginService {
     /// Step two: a TOTP or recovery code for the MFA token from step one.
@@ -163,7 +163,9 @@ impl LoginService {
                 return (Some(json(&rec)), 0, Some(CodeKind::Totp));
             }
             if rec.enabled
-                && let Some(i) = mfa::matching_recovery(&rec, user, code)
+                && let Some(i) = mfa::matching_recovery(&rec, user, code, |stored, message| {
+                    self.tokens.keyed_digest_matches(stored, message)
+                })
             {
                 rec.recovery.remove(i);
                 return (Some(json(&rec)), 0, Some(CodeKind::Recovery));
@@ -218,8 +220,8 @@ impl LoginService {
             Some(_) => {}
         }
         self.guarded_code(token, code, client).await?;
-        let (codes, digests) = mfa::new_recovery_codes(user);
-        self.set_recovery_digests(user, digests, true).await?;
+        let codes = mfa::new_recovery_codes();
+        self.set_recovery_codes(user, &codes, true).await?;
         self.emit(SecurityEvent::TwoFactorEnabled {
             user,
             client,
@@ -230,13 +232,19 @@ impl LoginService {
         Ok(codes.into())
     }
 
-    /// Replaces the recovery codes of `user`'s record (and with `enable`, turns it on).
-    pub(super) async fn set_recovery_digests(
+    /// Replaces the recovery codes of `user`'s record with `codes`, kept as keyed digests (and
+    /// with `enable`, turns it on).
+    pub(super) async fn set_recovery_codes(
         &self,
         user: &str,
-        digests: Vec<String>,
+        codes: &[String],
         enable: bool,
     ) -> Result<(), LoginError> {
+        let digests = codes
+            .iter()
+            .map(|c| self.tokens.keyed_digest(&mfa::recovery_message(user, c)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(MintError::Seal)?;
         update(&*self.store, Ns::Mfa, user, |raw| {
             let Some(mut rec) = raw.and_then(|r| serde_json::from_slice::<MfaRecord>(r).ok())
             else {
@@ -288,9 +296,8 @@ impl LoginService {
     ) -> Result<Redacted<Vec<String>>, LoginError> {
         self.require_enabled(&token.sub).await?;
         self.guarded_code(token, code, client).await?;
-        let (codes, digests) = mfa::new_recovery_codes(&token.sub);
-        self.set_recovery_digests(&token.sub, digests, false)
-            .await?;
+        let codes = mfa::new_recovery_codes();
+        self.set_recovery_codes(&token.sub, &codes, false).await?;
         Ok(codes.into())
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -224,6 +225,10 @@ struct KeySnapshot {
     seal: SealKeys,
 }
 
+/// What the HMAC key of [`TokenService::keyed_digest`] is derived from a sealing key with (the
+/// sealing key itself is never used for anything but sealing).
+const DIGEST_KEY_LABEL: &[u8] = b"authgate keyed digest v1";
+
 /// The sealing keys by id. A sealed blob names its key as `<id>.` before the base64url text,
 /// except for id 0 (`seal.key`), whose blobs have no prefix: that is how everything was sealed
 /// before sealing keys could rotate, so those blobs still open. The highest id whose file
@@ -231,6 +236,8 @@ struct KeySnapshot {
 struct SealKeys {
     current: u32,
     keys: std::collections::HashMap<u32, LessSafeKey>,
+    /// Per sealing key, an HMAC key derived from it for [`TokenService::keyed_digest`].
+    digest_keys: std::collections::HashMap<u32, hmac::Key>,
 }
 
 impl SealKeys {
@@ -249,6 +256,14 @@ impl SealKeys {
             .map(|(id, _)| *id)
             .next_back()
             .unwrap_or(0);
+        let digest_keys = raw
+            .iter()
+            .map(|(id, k)| {
+                let derived =
+                    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k.key), DIGEST_KEY_LABEL);
+                (*id, hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+            })
+            .collect();
         let keys = raw
             .into_iter()
             .map(|(id, k)| {
@@ -257,7 +272,11 @@ impl SealKeys {
                     .map_err(|_| keys::KeyError::Generate)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { current, keys })
+        Ok(Self {
+            current,
+            keys,
+            digest_keys,
+        })
     }
 
     /// The key a blob names, and the base64url text after the name.
@@ -662,10 +681,52 @@ impl TokenService {
         unseal_with(&self.keys.load().seal, context, sealed)
     }
 
+    /// A keyed digest of `message`: HMAC-SHA256 under a key derived from the current sealing
+    /// key, as `k<id>.<hex>`. What the store keeps of a secret too small to hash plainly (a
+    /// 6-digit recovery code: a plain digest gives it up to whoever reads the store, by trying
+    /// all million); like a sealed blob it names its key, so it still matches after the
+    /// sealing key rotates.
+    pub fn keyed_digest(&self, message: &[u8]) -> Option<String> {
+        let keys = self.keys.load();
+        let id = keys.seal.current;
+        let tag = hmac::sign(keys.seal.digest_keys.get(&id)?, message);
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("k{id}.{hex}"))
+    }
+
+    /// Whether `stored` is [`Self::keyed_digest`] of `message` (compared in constant time);
+    /// false for anything else, including a digest under a key this server does not have.
+    pub fn keyed_digest_matches(&self, stored: &str, message: &[u8]) -> bool {
+        let Some((id, hex)) = stored
+            .strip_prefix('k')
+            .and_then(|rest| rest.split_once('.'))
+        else {
+            return false;
+        };
+        let (Ok(id), Some(tag)) = (id.parse::<u32>(), decode_hex(hex)) else {
+            return false;
+        };
+        let keys = self.keys.load();
+        keys.seal
+            .digest_keys
+            .get(&id)
+            .is_some_and(|key| hmac::verify(key, message, &tag).is_ok())
+    }
+
     /// Number of cached verified tokens (for metrics and tests).
     pub fn cache_entries(&self) -> usize {
         self.cache.len()
     }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Opens a sealed secret with the key its blob names.

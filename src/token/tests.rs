@@ -626,3 +626,55 @@ fn a_new_sealing_key_seals_only_after_the_rotation_grace() {
     svc.reload_keys().unwrap();
     assert!(svc.seal("totp:alice", &secret).unwrap().starts_with("1."));
 }
+
+/// Keyed digests (what the store keeps of 6-digit recovery codes): they match only their
+/// message, only where the key is, and keep matching after the sealing key rotates.
+#[test]
+fn keyed_digests_need_the_key_and_survive_a_sealing_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(T0);
+    let svc = service(Algorithm::EdDSA, dir.path(), &clock, "");
+    let digest = svc
+        .keyed_digest(b"authgate-recovery\x00alice\x00123456")
+        .unwrap();
+    assert!(digest.starts_with("k0."), "{digest}");
+    assert!(svc.keyed_digest_matches(&digest, b"authgate-recovery\x00alice\x00123456"));
+    assert!(!svc.keyed_digest_matches(&digest, b"authgate-recovery\x00alice\x00123457"));
+    assert!(!svc.keyed_digest_matches(&digest, b"authgate-recovery\x00bob\x00123456"));
+    // Not the plain SHA-256 a store reader could rebuild for all million codes.
+    let plain = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        b"authgate-recovery\x00alice\x00123456",
+    );
+    let plain: String = plain.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_ne!(&digest[3..], plain);
+    // Another key directory (another installation, or a store copied away from its keys).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = service(Algorithm::EdDSA, elsewhere.path(), &clock, "");
+    assert!(!other.keyed_digest_matches(&digest, b"authgate-recovery\x00alice\x00123456"));
+    // Malformed or forged names match nothing.
+    let hex = &digest[3..];
+    for forged in [
+        hex.to_owned(),
+        format!("k1.{hex}"),
+        format!("k.{hex}"),
+        format!("k0.{}", &hex[1..]),
+        "k0.zz".to_owned(),
+        String::new(),
+    ] {
+        assert!(
+            !svc.keyed_digest_matches(&forged, b"authgate-recovery\x00alice\x00123456"),
+            "{forged}"
+        );
+    }
+    // After a rotation the new key digests, and the old digest still matches.
+    rotate_sealing_key_arrived(dir.path(), T0 - ROTATION_GRACE);
+    svc.reload_keys().unwrap();
+    let newer = svc
+        .keyed_digest(b"authgate-recovery\x00alice\x00123456")
+        .unwrap();
+    assert!(newer.starts_with("k1."), "{newer}");
+    for d in [&digest, &newer] {
+        assert!(svc.keyed_digest_matches(d, b"authgate-recovery\x00alice\x00123456"));
+    }
+}
