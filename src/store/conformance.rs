@@ -75,22 +75,22 @@ pub async fn run(store: &dyn Store, clock: &Clock) {
             .unwrap()
     );
 
-    // Concurrent updates through `update` lose nothing.
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        tasks.push(update(store, Ns::Lockout, "counter", |cur| {
+    // Concurrent updates through `update` lose nothing and do not give up: a burst of 500
+    // on one key (logins behind one address share a lockout counter), all in flight at once.
+    let tasks = (0..500).map(|_| {
+        update(store, Ns::Lockout, "counter", |cur| {
             let n: u64 = cur
                 .map(|v| std::str::from_utf8(v).unwrap().parse().unwrap())
                 .unwrap_or(0);
             (Some((n + 1).to_string().into_bytes()), 0, ())
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+        })
+    });
+    for outcome in futures_util::future::join_all(tasks).await {
+        outcome.unwrap();
     }
     assert_eq!(
         store.get(Ns::Lockout, "counter").await.unwrap().as_deref(),
-        Some(&b"20"[..])
+        Some(&b"500"[..])
     );
 
     // Scan sees live entries of one namespace only; version moves on writes.

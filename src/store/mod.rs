@@ -121,12 +121,22 @@ pub(crate) fn live(raw: &[u8], now: u64) -> Option<&[u8]> {
 /// Reads `key`, applies `f` to it, writes the result back atomically; retries on races with
 /// a short random pause, so replicas racing on one key (lockout counters) take turns.
 /// `f` returns the new value (None deletes), its expiry, and a result to hand back.
+///
+/// Within this process, updates of one key take turns on a lock first (one of
+/// [`UPDATE_LOCKS`], by the key's hash): a burst of logins on one key (many users behind one
+/// address share its lockout counter) then costs no retries here, and only other replicas can
+/// race a compare-and-swap. A turn is awaited for at most [`UPDATE_TURN_WAIT`]: with the store
+/// down every update fails on its own timeout, and queueing them one behind another would
+/// turn a quick 503 into a long wait.
 pub async fn update<T>(
     store: &dyn Store,
     ns: Ns,
     key: &str,
     mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, u64, T),
 ) -> Result<T, StoreError> {
+    let _turn = tokio::time::timeout(UPDATE_TURN_WAIT, update_lock(ns, key).lock())
+        .await
+        .ok();
     for attempt in 0..32u32 {
         let current = store.get(ns, key).await?;
         let (new, expires_at, out) = f(current.as_deref());
@@ -146,6 +156,22 @@ pub async fn update<T>(
         "too much contention on {}",
         ns.prefix()
     )))
+}
+
+/// How long an update waits for its turn on its key before racing without it.
+const UPDATE_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many locks in-process updates of distinct keys share (a collision only makes two keys
+/// take turns).
+const UPDATE_LOCKS: usize = 64;
+
+fn update_lock(ns: Ns, key: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::BuildHasher;
+    static LOCKS: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(|| (0..UPDATE_LOCKS).map(|_| Default::default()).collect());
+    static SEED: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(Default::default);
+    &LOCKS[(SEED.hash_one((ns.prefix(), key)) % UPDATE_LOCKS as u64) as usize]
 }
 
 /// Opens the configured store. Once [`crate::config::Config::validate`] has passed, only I/O
