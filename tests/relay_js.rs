@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use support::app::TestApp;
 use support::js_client::JsClient;
 use support::nethcti_socket::Backend;
-use support::process::{free_ports, local};
+use support::process::local;
 use support::proxy::{Ports, ProxyKind, authgate_sockets, spawn_proxy};
 
 const ALICE: (&str, &str) = ("alice", "alice secret");
@@ -170,15 +170,7 @@ async fn through(kind: ProxyKind) {
         })
         .start()
         .await;
-    let picked = free_ports(2);
-    let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
-    let ports = Ports {
-        proxy: picked[0],
-        admin: picked[1],
-        authgate_grpc: port(&app.running().grpc_addr),
-        authgate_http: port(&app.running().http_addr),
-        legacy: b.sim.addr().port(),
-    };
+    let ports = Ports::for_app(&app, b.sim.addr().port());
     let mut proxy = spawn_proxy(kind, &ports, dir.path()).await;
     let url = format!("http://{}", local(ports.proxy));
     live_events_then_logout(&app, &b, &url, false).await;

@@ -27,7 +27,7 @@ use serde_json::json;
 use support::app::{ALICE_PASSWORD, TestApp};
 use support::client::{get, request};
 use support::echo::Echo;
-use support::process::{free_ports, local};
+use support::process::local;
 use support::proxy::{Ports, ProxyKind, spawn_proxy};
 
 /// Everything exported to it, span by span.
@@ -140,14 +140,7 @@ async fn spans_join_the_callers_trace() {
     let mut checks = Vec::new();
     for kind in [ProxyKind::EnvoyGrpc, ProxyKind::EnvoyHttp] {
         let dir = tempfile::tempdir().unwrap();
-        let picked = free_ports(2);
-        let ports = Ports {
-            proxy: picked[0],
-            admin: picked[1],
-            authgate_grpc: app.grpc_addr().port(),
-            authgate_http: app.http_addr().port(),
-            legacy: echo.addr.port(),
-        };
+        let ports = Ports::for_app(&app, echo.addr.port());
         let mut proxy = spawn_proxy(kind, &ports, dir.path()).await;
         let (sampled_trace, parent, header) = traceparent(true);
         let resp = get(

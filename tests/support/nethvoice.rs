@@ -16,7 +16,7 @@ use super::app::TestApp;
 use super::client::{HttpResponse, request};
 use super::nethcti_sim::RecordedRequest;
 use super::nethcti_socket::Backend;
-use super::process::{ChildProcess, free_ports, local, repo_path};
+use super::process::{ChildProcess, local, repo_path};
 use super::proxy::{Ports, ProxyKind, envoy_ports, nginx_ports, shipped, spawn_envoy, spawn_nginx};
 
 /// The simulator's users.
@@ -86,14 +86,7 @@ impl NvStack {
     /// time) and `backend`.
     pub async fn start(kind: ProxyKind, backend: Backend, app: TestApp) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let picked = free_ports(2);
-        let ports = Ports {
-            proxy: picked[0],
-            admin: picked[1],
-            authgate_grpc: app.grpc_addr().port(),
-            authgate_http: app.http_addr().port(),
-            legacy: backend.sim.addr().port(),
-        };
+        let ports = Ports::for_app(&app, backend.sim.addr().port());
         let proxy = spawn(kind, &ports, dir.path()).await;
         Self {
             kind,

@@ -57,6 +57,22 @@ pub struct Ports {
     pub legacy: u16,
 }
 
+impl Ports {
+    /// Free ports for the proxy and its admin listener, `app`'s listeners (0 for one on a Unix
+    /// socket: the configs name those by path) and the upstream at `legacy`.
+    pub fn for_app(app: &TestApp, legacy: u16) -> Self {
+        let picked = free_ports(2);
+        let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
+        Ports {
+            proxy: picked[0],
+            admin: picked[1],
+            authgate_grpc: port(&app.running().grpc_addr),
+            authgate_http: port(&app.running().http_addr),
+            legacy,
+        }
+    }
+}
+
 /// The shipped file at `path` (from the repository root) with `replacements` made.
 pub fn shipped(path: &str, replacements: &[(&str, String)]) -> String {
     let template =
@@ -483,16 +499,9 @@ impl Stack {
             .start()
             .await;
         let echo = Echo::start().await;
-        let picked = free_ports(2);
-        let port = |addr: &ListenAddr| addr.tcp().map_or(0, |a| a.port());
-        let (grpc_port, kept) = hop(local(port(&authgate.running().grpc_addr)));
-        let ports = Ports {
-            proxy: picked[0],
-            admin: picked[1],
-            authgate_grpc: grpc_port,
-            authgate_http: port(&authgate.running().http_addr),
-            legacy: echo.addr.port(),
-        };
+        let mut ports = Ports::for_app(&authgate, echo.addr.port());
+        let kept;
+        (ports.authgate_grpc, kept) = hop(local(ports.authgate_grpc));
         let addr = local(ports.proxy);
         let proxy = spawn_proxy(kind, &ports, dir.path()).await;
         eprintln!(
