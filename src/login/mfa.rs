@@ -20,8 +20,8 @@ pub struct MfaRecord {
     pub secret: String,
     /// False between enroll and confirm.
     pub enabled: bool,
-    /// The digest of each unused recovery code: keyed (`k<id>.<hex>`), or a plain SHA-256
-    /// (hex) in records written before recovery codes were keyed.
+    /// The digest of each unused recovery code: keyed (`k<id>.<base64url>`), or a plain
+    /// SHA-256 (hex) in records written before recovery codes were keyed.
     pub recovery: Vec<String>,
     /// Highest TOTP step accepted so far (replay guard).
     pub last_step: u64,
@@ -132,7 +132,8 @@ fn unkeyed_digest(message: &[u8]) -> String {
 }
 
 /// Index of the recovery code matching `code`: `keyed_matches(stored, message)` tells a keyed
-/// digest (`k<id>.<hex>`), older plain digests are compared here; in constant time either way.
+/// digest (`k<id>.<base64url>`), older plain digests are compared here; in constant time
+/// either way.
 pub fn matching_recovery(
     record: &MfaRecord,
     user: &str,

@@ -682,28 +682,27 @@ impl TokenService {
     }
 
     /// A keyed digest of `message`: HMAC-SHA256 under a key derived from the current sealing
-    /// key, as `k<id>.<hex>`. What the store keeps of a secret too small to hash plainly (a
-    /// 6-digit recovery code: a plain digest gives it up to whoever reads the store, by trying
-    /// all million); like a sealed blob it names its key, so it still matches after the
-    /// sealing key rotates.
+    /// key, as `k<id>.<base64url>`. What the store keeps of a secret too small to hash plainly
+    /// (a 6-digit recovery code: a plain digest gives it up to whoever reads the store, by
+    /// trying all million); like a sealed blob it names its key, so it still matches after
+    /// the sealing key rotates.
     pub fn keyed_digest(&self, message: &[u8]) -> Option<String> {
         let keys = self.keys.load();
         let id = keys.seal.current;
         let tag = hmac::sign(keys.seal.digest_keys.get(&id)?, message);
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("k{id}.{hex}"))
+        Some(format!("k{id}.{}", URL_SAFE_NO_PAD.encode(tag)))
     }
 
     /// Whether `stored` is [`Self::keyed_digest`] of `message` (compared in constant time);
     /// false for anything else, including a digest under a key this server does not have.
     pub fn keyed_digest_matches(&self, stored: &str, message: &[u8]) -> bool {
-        let Some((id, hex)) = stored
+        let Some((id, text)) = stored
             .strip_prefix('k')
             .and_then(|rest| rest.split_once('.'))
         else {
             return false;
         };
-        let (Ok(id), Some(tag)) = (id.parse::<u32>(), decode_hex(hex)) else {
+        let (Ok(id), Ok(tag)) = (id.parse::<u32>(), URL_SAFE_NO_PAD.decode(text)) else {
             return false;
         };
         let keys = self.keys.load();
@@ -717,16 +716,6 @@ impl TokenService {
     pub fn cache_entries(&self) -> usize {
         self.cache.len()
     }
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Opens a sealed secret with the key its blob names.

@@ -646,20 +646,21 @@ fn keyed_digests_need_the_key_and_survive_a_sealing_key_rotation() {
         &aws_lc_rs::digest::SHA256,
         b"authgate-recovery\x00alice\x00123456",
     );
-    let plain: String = plain.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    assert_ne!(&digest[3..], plain);
+    let tag = URL_SAFE_NO_PAD.decode(&digest[3..]).unwrap();
+    assert_eq!(tag.len(), 32);
+    assert_ne!(tag, plain.as_ref());
     // Another key directory (another installation, or a store copied away from its keys).
     let elsewhere = tempfile::tempdir().unwrap();
     let other = service(Algorithm::EdDSA, elsewhere.path(), &clock, "");
     assert!(!other.keyed_digest_matches(&digest, b"authgate-recovery\x00alice\x00123456"));
     // Malformed or forged names match nothing.
-    let hex = &digest[3..];
+    let text = &digest[3..];
     for forged in [
-        hex.to_owned(),
-        format!("k1.{hex}"),
-        format!("k.{hex}"),
-        format!("k0.{}", &hex[1..]),
-        "k0.zz".to_owned(),
+        text.to_owned(),
+        format!("k1.{text}"),
+        format!("k.{text}"),
+        format!("k0.{}", &text[1..]),
+        "k0.!!".to_owned(),
         String::new(),
     ] {
         assert!(
