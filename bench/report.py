@@ -134,6 +134,15 @@ def verdict(ok):
     return "n/a" if ok is None else ("pass" if ok else "FAIL")
 
 
+def round_ratios(a, b, value):
+    """value(candidate) / value(baseline) for each round both ran (pairs ran back to back);
+    a round is left out when the baseline's value is missing or zero, or the candidate's
+    missing (a candidate at zero counts: a ratio of 0)."""
+    b_by_round = {r["round"]: value(r) for r in b}
+    return [value(x) / b_by_round[x["round"]] for x in a
+            if b_by_round.get(x["round"]) and value(x) is not None]
+
+
 def cpu_per_request_us(r, name):
     """CPU seconds of process `name` during the run, per request served, in microseconds."""
     cpu = r.get("cpu", {}).get(name)
@@ -158,10 +167,7 @@ def report(raw_path, meta_path, out_json, out_md):
                 continue
             a_rps = statistics.mean(r["rps"] for r in a)
             b_rps = statistics.mean(r["rps"] for r in b)
-            # Paired by round (both ran in the same round, one right after the other).
-            b_by_round = {r["round"]: r for r in b}
-            per_round = [x["rps"] / b_by_round[x["round"]]["rps"] for x in a
-                         if x["round"] in b_by_round and b_by_round[x["round"]]["rps"]]
+            per_round = round_ratios(a, b, lambda r: r["rps"])
             ratio = statistics.median(per_round) if per_round else None
             ok = None if target is None or ratio is None else ratio >= target
             busy = {
@@ -192,9 +198,7 @@ def report(raw_path, meta_path, out_json, out_md):
         if a and b:
             ca = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in a)))
             cb = statistics.mean(filter(None, (cpu_per_request_us(r, "authz") for r in b)))
-            b_by_round = {r["round"]: cpu_per_request_us(r, "authz") for r in b}
-            per_round = [cpu_per_request_us(x, "authz") / b_by_round[x["round"]] for x in a
-                         if b_by_round.get(x["round"]) and cpu_per_request_us(x, "authz")]
+            per_round = round_ratios(a, b, lambda r: cpu_per_request_us(r, "authz"))
             ratio = statistics.median(per_round) if per_round else ca / cb
             result["metrics"].append({
                 "phase": phase, "label": "CPU per gRPC Check (us)", "candidate": ca,
