@@ -385,8 +385,27 @@ pub fn access_log_path(kind: ProxyKind, dir: &std::path::Path) -> std::path::Pat
 }
 
 /// The one access log line of the proxy `kind` started in `dir` for a request to `path`
+/// (without its query) must hold `expected` (field, value) pairs ("" for a field not set).
+pub async fn expect_access_log(
+    kind: ProxyKind,
+    dir: &Path,
+    path: &str,
+    expected: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let entry = access_log_entry(kind, dir, path).await?;
+    for (field, value) in expected {
+        ensure!(
+            entry.get(*field).map(String::as_str) == Some(*value),
+            "{path}: access log {field} is {:?}, expected {value:?}; line {entry:?}",
+            entry.get(*field)
+        );
+    }
+    Ok(())
+}
+
+/// The one access log line of the proxy `kind` started in `dir` for a request to `path`
 /// (without its query), waiting up to 10 s for it to be written.
-pub async fn access_log_entry(
+async fn access_log_entry(
     kind: ProxyKind,
     dir: &Path,
     path: &str,
@@ -798,10 +817,6 @@ impl Stack {
     }
 
     /// The access log line of the one request to `path`, once the proxy has written it.
-    async fn access_log_entry(&self, path: &str) -> anyhow::Result<HashMap<String, String>> {
-        access_log_entry(self.kind, self.dir.path(), path).await
-    }
-
     /// The proxy's access log says who was let in (user, session, amr from authgate's
     /// answer) and why a request was refused (the denial's reason), and never holds a token.
     async fn check_access_log(&self) -> anyhow::Result<()> {
@@ -836,28 +851,17 @@ impl Stack {
             .await?;
         ensure!(resp.status == 401, "revoked token: {}", resp.describe());
 
-        let entry = self.access_log_entry(&allowed).await?;
-        for (field, expected) in [
+        let (kind, dir) = (self.kind, self.dir.path());
+        let allowed_fields = [
             ("user", USER),
             ("session", sid.as_str()),
             ("amr", "pwd"),
             ("reason", ""),
-        ] {
-            ensure!(
-                entry.get(field).map(String::as_str) == Some(expected),
-                "allowed request: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
-                entry.get(field)
-            );
-        }
+        ];
+        expect_access_log(kind, dir, &allowed, &allowed_fields).await?;
         for (path, reason) in [(&no_token, "no_token"), (&revoked, "revoked")] {
-            let entry = self.access_log_entry(path).await?;
-            for (field, expected) in [("reason", reason), ("user", ""), ("amr", "")] {
-                ensure!(
-                    entry.get(field).map(String::as_str) == Some(expected),
-                    "{path}: access log {field} is {:?}, expected {expected:?}; line {entry:?}",
-                    entry.get(field)
-                );
-            }
+            let fields = [("reason", reason), ("user", ""), ("amr", "")];
+            expect_access_log(kind, dir, path, &fields).await?;
         }
         let text = std::fs::read_to_string(access_log_path(self.kind, self.dir.path()))?;
         ensure!(
